@@ -1,0 +1,1 @@
+"""Integration events shared by every service: envelope, topics, outbox, inbox, dead letters."""

@@ -1,0 +1,3 @@
+from tenantschema.migrations import run_env
+
+run_env()

@@ -1,0 +1,126 @@
+"""Every Alembic history upgrades an empty database to head, downgrades it to base, and agrees
+with the tables the application declares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, MetaData
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+from tenantschema import migrations, platform
+from tenantschema.declarations import CURRENT
+from tenantschema.migrations import History
+from tenantschema.render import render_metadata
+from tenantschema.urls import asyncpg_url
+
+from tests.integration.conftest import FreshDatabase
+
+EXPECTED_TABLES: dict[History, set[str]] = {
+    "platform": {"tenants", "subscription_plans", "tenant_usage_metrics", "tenant_migrations"},
+    "shared": {
+        "products",
+        "product_categories",
+        "customers",
+        "orders",
+        "orders_part_0",
+        "orders_part_1",
+        "orders_part_2",
+        "orders_part_3",
+    },
+    "dedicated": {"products", "product_categories", "customers", "orders"},
+}
+
+DECLARED: dict[History, MetaData] = {
+    "platform": platform.metadata,
+    "shared": render_metadata(CURRENT, "shared"),
+    "dedicated": render_metadata(CURRENT, "dedicated"),
+}
+
+
+async def _tables(url: str) -> set[str]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await connection.close()
+    return {row["tablename"] for row in rows}
+
+
+async def _diff(url: str, metadata: MetaData) -> list[Any]:
+    engine = create_async_engine(asyncpg_url(url), poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+
+            def compare(sync_connection: Connection) -> list[Any]:
+                context = MigrationContext.configure(sync_connection, opts={"compare_type": True})
+                return list(compare_metadata(context, metadata))
+
+            return await connection.run_sync(compare)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("history", ["platform", "shared", "dedicated"])
+async def test_history_upgrades_to_head_and_downgrades_to_base(
+    history: History, fresh_database: FreshDatabase
+) -> None:
+    url = await fresh_database()
+    assert await _tables(url) == set()
+
+    await migrations.upgrade_async(url, history)
+    assert await migrations.current_revision(url) == f"{history}_0001"
+    assert await _tables(url) == EXPECTED_TABLES[history] | {"alembic_version"}
+
+    await migrations.downgrade_async(url, history)
+    assert await migrations.current_revision(url) is None
+    assert await _tables(url) == {"alembic_version"}
+
+    # And up again: a downgrade leaves nothing behind that blocks a second upgrade.
+    await migrations.upgrade_async(url, history)
+    assert await migrations.current_revision(url) == f"{history}_0001"
+
+
+@pytest.mark.parametrize("history", ["platform", "shared", "dedicated"])
+async def test_head_matches_the_declared_tables(history: History, fresh_database: FreshDatabase) -> None:
+    url = await fresh_database()
+    await migrations.upgrade_async(url, history)
+    diff = await _diff(url, DECLARED[history])
+    # Alembic's comparison does not model partitions; everything else must agree.
+    assert [d for d in diff if not (d[0] == "remove_table" and d[1].name.startswith("orders_part_"))] == []
+
+
+async def test_shared_and_dedicated_have_the_same_tables_and_columns_but_tenant_id(
+    fresh_database: FreshDatabase,
+) -> None:
+    shared_url, dedicated_url = await fresh_database(), await fresh_database()
+    await migrations.upgrade_async(shared_url, "shared")
+    await migrations.upgrade_async(dedicated_url, "dedicated")
+
+    async def columns(url: str) -> dict[str, list[tuple[str, str, str]]]:
+        connection = await asyncpg.connect(url)
+        try:
+            rows = await connection.fetch(
+                """SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns
+                   WHERE table_schema = 'public' AND table_name = ANY($1::text[])
+                   ORDER BY table_name, ordinal_position""",
+                list(EXPECTED_TABLES["dedicated"]),
+            )
+        finally:
+            await connection.close()
+        result: dict[str, list[tuple[str, str, str]]] = {}
+        for row in rows:
+            result.setdefault(row["table_name"], []).append(
+                (row["column_name"], row["data_type"], row["is_nullable"])
+            )
+        return result
+
+    shared, dedicated = await columns(shared_url), await columns(dedicated_url)
+    assert shared.keys() == dedicated.keys()
+    for table, cols in shared.items():
+        assert cols[0] == ("tenant_id", "uuid", "NO")
+        assert cols[1:] == dedicated[table]
