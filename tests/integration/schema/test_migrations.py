@@ -20,6 +20,12 @@ from tenantschema.urls import asyncpg_url
 
 from tests.integration.conftest import FreshDatabase
 
+HEADS: dict[History, str] = {
+    "platform": "platform_0001",
+    "shared": "shared_0002",
+    "dedicated": "dedicated_0002",
+}
+
 EXPECTED_TABLES: dict[History, set[str]] = {
     "platform": {"tenants", "subscription_plans", "tenant_usage_metrics", "tenant_migrations"},
     "shared": {
@@ -31,8 +37,9 @@ EXPECTED_TABLES: dict[History, set[str]] = {
         "orders_part_1",
         "orders_part_2",
         "orders_part_3",
+        "tenant_fences",
     },
-    "dedicated": {"products", "product_categories", "customers", "orders"},
+    "dedicated": {"products", "product_categories", "customers", "orders", "tenant_fences"},
 }
 
 DECLARED: dict[History, MetaData] = {
@@ -73,7 +80,7 @@ async def test_history_upgrades_to_head_and_downgrades_to_base(
     assert await _tables(url) == set()
 
     await migrations.upgrade_async(url, history)
-    assert await migrations.current_revision(url) == f"{history}_0001"
+    assert await migrations.current_revision(url) == HEADS[history]
     assert await _tables(url) == EXPECTED_TABLES[history] | {"alembic_version"}
 
     await migrations.downgrade_async(url, history)
@@ -82,7 +89,7 @@ async def test_history_upgrades_to_head_and_downgrades_to_base(
 
     # And up again: a downgrade leaves nothing behind that blocks a second upgrade.
     await migrations.upgrade_async(url, history)
-    assert await migrations.current_revision(url) == f"{history}_0001"
+    assert await migrations.current_revision(url) == HEADS[history]
 
 
 @pytest.mark.parametrize("history", ["platform", "shared", "dedicated"])
@@ -90,8 +97,61 @@ async def test_head_matches_the_declared_tables(history: History, fresh_database
     url = await fresh_database()
     await migrations.upgrade_async(url, history)
     diff = await _diff(url, DECLARED[history])
-    # Alembic's comparison does not model partitions; everything else must agree.
-    assert [d for d in diff if not (d[0] == "remove_table" and d[1].name.startswith("orders_part_"))] == []
+    # Partitions, indexes and the fencing table are DDL outside the declared metadata (indexes are
+    # checked by name below); columns, types, keys and constraints must agree.
+    undeclared = {"orders_part_0", "orders_part_1", "orders_part_2", "orders_part_3", "tenant_fences"}
+    assert [
+        d
+        for d in diff
+        if not (d[0] == "remove_table" and d[1].name in undeclared)
+        and not (d[0] == "remove_index" and history != "platform")
+    ] == []
+
+
+# The seed's index names (database-design.md), and the ones this project adds.
+SEED_INDEXES = {
+    "shared": {
+        "idx_products_tenant_id",
+        "idx_products_tenant_status",
+        "idx_products_tenant_created",
+        "idx_orders_tenant_id",
+        "idx_orders_tenant_status",
+        "idx_orders_tenant_customer",
+    },
+    "dedicated": {"idx_products_status", "idx_products_created"},
+}
+ADDED_INDEXES = {
+    "shared": {"idx_products_tenant_category", "idx_products_search", "idx_categories_tenant_parent"},
+    "dedicated": {
+        "idx_products_category",
+        "idx_products_search",
+        "idx_categories_parent",
+        "idx_orders_status",
+        "idx_orders_customer",
+    },
+}
+
+
+@pytest.mark.parametrize("history", ["shared", "dedicated"])
+async def test_tenant_indexes_are_the_seeds(history: History, fresh_database: FreshDatabase) -> None:
+    url = await fresh_database()
+    await migrations.upgrade_async(url, history)
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
+            "AND indexname LIKE 'idx_%' AND tablename NOT LIKE '%_part_%'"
+        )
+    finally:
+        await connection.close()
+    names = {row["indexname"] for row in rows}
+    assert names == SEED_INDEXES[history] | ADDED_INDEXES[history]
+    definitions = {row["indexname"]: row["indexdef"] for row in rows}
+    if history == "shared":
+        assert "(tenant_id, status) WHERE (deleted_at IS NULL)" in definitions["idx_products_tenant_status"]
+        assert "USING gin" in definitions["idx_products_search"]
+    else:
+        assert "(status) WHERE (deleted_at IS NULL)" in definitions["idx_products_status"]
 
 
 async def test_shared_and_dedicated_have_the_same_tables_and_columns_but_tenant_id(
@@ -108,7 +168,7 @@ async def test_shared_and_dedicated_have_the_same_tables_and_columns_but_tenant_
                 """SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns
                    WHERE table_schema = 'public' AND table_name = ANY($1::text[])
                    ORDER BY table_name, ordinal_position""",
-                list(EXPECTED_TABLES["dedicated"]),
+                ["products", "product_categories", "customers", "orders"],
             )
         finally:
             await connection.close()

@@ -42,9 +42,7 @@ async def _visible(
 
 
 async def test_runs_as_a_role_that_rls_applies_to(conn: asyncpg.Connection) -> None:
-    row = await conn.fetchrow(
-        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
-    )
+    row = await conn.fetchrow("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
     assert row is not None
     assert (row["rolsuper"], row["rolbypassrls"]) == (False, False)
 
@@ -66,9 +64,7 @@ async def test_no_context_sees_nothing_and_writes_nothing(conn: asyncpg.Connecti
     with pytest.raises(asyncpg.PostgresError):
         await conn.execute("INSERT INTO products (name, price) VALUES ('p', 1)")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        await conn.execute(
-            "INSERT INTO products (tenant_id, name, price) VALUES ($1, 'p', 1)", a
-        )
+        await conn.execute("INSERT INTO products (tenant_id, name, price) VALUES ($1, 'p', 1)", a)
     assert await conn.execute("UPDATE products SET name = 'hacked' WHERE id = $1", row) == "UPDATE 0"
     assert await conn.execute("DELETE FROM products WHERE id = $1", row) == "DELETE 0"
 

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -78,6 +79,7 @@ tenants = Table(
     Column("database_name", String(100)),
     Column("product_count", Integer, nullable=False, server_default=text("0")),
     Column("monthly_requests", Integer, nullable=False, server_default=text("0")),
+    Column("placement_epoch", BigInteger, nullable=False, server_default=text("1")),
     Column("compliance_isolation", Boolean, nullable=False, server_default=text("false")),
     Column("settings", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),

@@ -21,8 +21,8 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     bind = op.get_bind()
-    # Version 1 of the platform tables is what tenantschema.platform declares today; a later change
-    # to those tables comes with its own revision (and freezes this one's definitions here).
+    # Nothing has shipped yet, so version 1 is what tenantschema.platform declares today. Before the
+    # first revision that changes these tables, copy today's definitions into this file.
     platform.metadata.create_all(bind)
     bind.execute(insert(platform.subscription_plans), [dict(plan) for plan in platform.PLAN_SEED])
     role = quote_ident(configured_app_role())

@@ -1,0 +1,54 @@
+"""tenantdb's settings: environment variables of the same names (CONTRACT.md §1)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+
+def _postgres_url(value: str) -> str:
+    url = make_url(value)
+    if url.get_backend_name() != "postgresql":
+        raise ValueError("must be a postgresql:// URL")
+    return value
+
+
+class TenantDBSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+
+    platform_database_url: str
+    shared_database_url: str
+    # How to reach a tenant's dedicated database. Placeholders: {database}, {role}, {password}.
+    # Default: the shared database's server, logging in as the database's own role.
+    dedicated_database_url_template: str | None = None
+    # Each dedicated database has its own role whose password is HMAC(secret, database name):
+    # nothing per tenant to store, and one tenant's engine cannot log into another's database.
+    dedicated_password_secret: SecretStr | None = None
+
+    shared_pool_size: int = Field(10, ge=1)
+    shared_max_overflow: int = Field(10, ge=0)
+    dedicated_pool_size: int = Field(2, ge=1)
+    dedicated_max_overflow: int = Field(2, ge=0)
+    max_dedicated_engines: int = Field(32, ge=1)
+    pool_recycle_seconds: int = Field(1800, ge=1)
+
+    directory_ttl_seconds: float = Field(30.0, gt=0)
+    # How long a write waits for a cutover before failing with the retryable TenantMoving.
+    write_wait_seconds: float = Field(5.0, gt=0)
+
+    # Behind PgBouncer in transaction pooling: no statement cache, unique statement names, no
+    # client-side pool (PgBouncer is the pool).
+    pgbouncer: bool = False
+
+    @field_validator("platform_database_url", "shared_database_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _postgres_url(value)
+
+
+@lru_cache
+def get_settings() -> TenantDBSettings:
+    return TenantDBSettings()  # filled from the environment

@@ -1,0 +1,44 @@
+"""A ready FastStream subscriber that keeps a process's directory cache honest.
+
+Every process must see every placement change, so it reads `tenancy.tenants.v1` without a consumer
+group (no shared offsets, from the latest message on): a restart starts with an empty cache anyway.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import structlog
+from events import topics
+from faststream.kafka import KafkaBroker
+
+from tenantdb.directory import TenantDirectory
+
+log = structlog.get_logger("tenantdb.subscriber")
+
+# Events after which a cached placement (type, database, status) may be wrong.
+INVALIDATING_EVENTS = frozenset(
+    {"tenant.placement_changed", "tenant.updated", "tenant.deleted", "tenant.plan_changed"}
+)
+
+
+def handle_tenant_event(directory: TenantDirectory, body: Any) -> bool:
+    """Invalidate the tenant's entry if the event may change its placement; True when it did."""
+    if not isinstance(body, dict) or body.get("event_type") not in INVALIDATING_EVENTS:
+        return False
+    try:
+        tenant_id = uuid.UUID(str(body["tenant_id"]))
+    except (KeyError, ValueError):
+        log.warning("tenant event without a valid tenant_id ignored", event_id=body.get("event_id"))
+        return False
+    data = body.get("data")
+    epoch = data.get("placement_epoch") if isinstance(data, dict) else None
+    directory.invalidate(tenant_id, epoch=epoch if isinstance(epoch, int) else None, reason="event")
+    return True
+
+
+def mount_directory_invalidation(broker: KafkaBroker, directory: TenantDirectory) -> None:
+    @broker.subscriber(topics.TENANTS, group_id=None, auto_offset_reset="latest", title="tenantdb-directory")
+    async def invalidate_placement(body: Any) -> None:
+        handle_tenant_event(directory, body)

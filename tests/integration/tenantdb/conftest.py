@@ -1,0 +1,94 @@
+"""Fixtures for tenantdb against the dev stack: tenants on either placement, a TenantDB per test."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
+
+import asyncpg
+import pytest
+from tenantdb import TenantDB, TenantDBSettings
+from tenantdb.fencing import flip_placement
+from tenantdb.provisioning import drop_dedicated, provision_dedicated
+
+Kind = Literal["shared", "dedicated"]
+MakeTenant = Callable[..., Awaitable[uuid.UUID]]
+MakeTenantDB = Callable[..., TenantDB]
+
+# Each test run has its own secret: dedicated roles' passwords derive from it.
+SECRET = secrets.token_hex(16)
+
+
+def tenantdb_settings(stack_env: dict[str, str], **overrides: Any) -> TenantDBSettings:
+    return TenantDBSettings(
+        platform_database_url=stack_env["PLATFORM_DATABASE_URL"],
+        shared_database_url=stack_env["SHARED_DATABASE_URL"],
+        dedicated_password_secret=SECRET,
+        **overrides,
+    )
+
+
+async def create_tenant(platform_url: str, *, status: str = "active") -> uuid.UUID:
+    tenant_id = uuid.uuid4()
+    connection = await asyncpg.connect(platform_url)
+    try:
+        await connection.execute(
+            "INSERT INTO tenants (id, name, subdomain, status) VALUES ($1, $2, $3, $4)",
+            tenant_id,
+            f"Test {tenant_id.hex[:8]}",
+            f"t-{tenant_id.hex}",
+            status,
+        )
+    finally:
+        await connection.close()
+    return tenant_id
+
+
+async def move_to_dedicated(stack_env: dict[str, str], tenant_id: uuid.UUID) -> str:
+    """Provision the tenant's database and flip the directory (no data copy: tests start empty)."""
+    database = await provision_dedicated(
+        stack_env["ADMIN_DATABASE_URL"], stack_env["OWNER_DATABASE_URL"], tenant_id, SECRET
+    )
+    platform = await asyncpg.connect(stack_env["PLATFORM_DATABASE_URL"])
+    try:
+        await flip_placement(platform, tenant_id, tenant_type="dedicated", database_name=database)
+    finally:
+        await platform.close()
+    return database
+
+
+@pytest.fixture
+async def make_tenant(stack_env: dict[str, str]) -> AsyncIterator[MakeTenant]:
+    dedicated: list[uuid.UUID] = []
+
+    async def make(kind: Kind = "shared", *, status: str = "active") -> uuid.UUID:
+        tenant_id = await create_tenant(stack_env["PLATFORM_DATABASE_URL"], status=status)
+        if kind == "dedicated":
+            await move_to_dedicated(stack_env, tenant_id)
+            dedicated.append(tenant_id)
+        return tenant_id
+
+    yield make
+    for tenant_id in dedicated:
+        await drop_dedicated(stack_env["ADMIN_DATABASE_URL"], tenant_id)
+
+
+@pytest.fixture
+async def make_tenantdb(stack_env: dict[str, str]) -> AsyncIterator[MakeTenantDB]:
+    made: list[TenantDB] = []
+
+    def make(**overrides: Any) -> TenantDB:
+        tdb = TenantDB(tenantdb_settings(stack_env, **overrides))
+        made.append(tdb)
+        return tdb
+
+    yield make
+    for tdb in made:
+        await tdb.close()
+
+
+@pytest.fixture
+def tdb(make_tenantdb: MakeTenantDB) -> TenantDB:
+    return make_tenantdb()
