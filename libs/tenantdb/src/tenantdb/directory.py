@@ -25,6 +25,10 @@ _LOOKUP = text(
 )
 
 
+_HITS = DIRECTORY_LOOKUPS.labels("hit")
+_MISSES = DIRECTORY_LOOKUPS.labels("miss")
+
+
 @dataclass(slots=True)
 class _Entry:
     placement: Placement
@@ -43,9 +47,9 @@ class TenantDirectory:
     async def get(self, tenant_id: uuid.UUID) -> Placement:
         entry = self._entries.get(tenant_id)
         if entry is not None and entry.expires_at > time.monotonic():
-            DIRECTORY_LOOKUPS.labels("hit").inc()
+            _HITS.inc()
             return entry.placement
-        DIRECTORY_LOOKUPS.labels("miss").inc()
+        _MISSES.inc()
         return await self._load(tenant_id)
 
     async def refresh(self, tenant_id: uuid.UUID) -> Placement:
