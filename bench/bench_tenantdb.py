@@ -6,8 +6,8 @@ A point read by primary key, each in its own transaction as a request would do i
   the same database, so RLS does not apply: the ratio is everything tenantdb and RLS add);
 - reference: raw asyncpg, `async with conn.transaction(): fetchrow(...)`.
 Variants run interleaved, one call each per iteration, so drift on the machine hits all alike.
-The JSON value is the p50 latency; the ratio is tenantdb's p50 over the plain SQLAlchemy p50 (target <= 1.10 shared,
-<= 1.05 dedicated).
+The JSON value is the p50 latency; the ratio is tenantdb's p50 over the plain SQLAlchemy p50
+(target <= 1.10 shared, <= 1.05 dedicated).
 """
 
 from __future__ import annotations
