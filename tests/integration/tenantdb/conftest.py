@@ -22,12 +22,12 @@ SECRET = secrets.token_hex(16)
 
 
 def tenantdb_settings(stack_env: dict[str, str], **overrides: Any) -> TenantDBSettings:
-    return TenantDBSettings(
-        platform_database_url=stack_env["PLATFORM_DATABASE_URL"],
-        shared_database_url=stack_env["SHARED_DATABASE_URL"],
-        dedicated_password_secret=SECRET,
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "platform_database_url": stack_env["PLATFORM_DATABASE_URL"],
+        "shared_database_url": stack_env["SHARED_DATABASE_URL"],
+        "dedicated_password_secret": SECRET,
+    }
+    return TenantDBSettings(**(values | overrides))
 
 
 async def create_tenant(platform_url: str, *, status: str = "active") -> uuid.UUID:

@@ -53,7 +53,7 @@ def create_fencing(app_role: str) -> list[str]:
                    END IF;
                    RETURN 0;
                END
-               $$""",
+               $$""",  # noqa: S608  (a constant SQLSTATE, no input)
         "REVOKE ALL ON FUNCTION tenantdb_enter(uuid, boolean, integer) FROM PUBLIC",
         f"GRANT EXECUTE ON FUNCTION tenantdb_enter(uuid, boolean, integer) TO {role}",
     ]

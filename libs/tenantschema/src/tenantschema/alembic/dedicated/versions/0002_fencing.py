@@ -8,7 +8,6 @@ Create Date: 2026-11-25
 from collections.abc import Sequence
 
 from alembic import op
-
 from tenantschema.fencing_ddl import create_fencing, drop_fencing
 from tenantschema.migrations import configured_app_role
 
