@@ -21,13 +21,21 @@ from tenantschema.urls import asyncpg_url
 from tests.integration.conftest import FreshDatabase
 
 HEADS: dict[History, str] = {
-    "platform": "platform_0001",
-    "shared": "shared_0002",
-    "dedicated": "dedicated_0002",
+    "platform": "platform_0002",
+    "shared": "shared_0003",
+    "dedicated": "dedicated_0003",
 }
+SERVICE_TABLES = {"processed_events", "order_products", "sequences", "idempotency_keys"}
 
 EXPECTED_TABLES: dict[History, set[str]] = {
-    "platform": {"tenants", "subscription_plans", "tenant_usage_metrics", "tenant_migrations"},
+    "platform": {
+        "tenants",
+        "subscription_plans",
+        "tenant_usage_metrics",
+        "tenant_migrations",
+        "outbox",
+        "inbox",
+    },
     "shared": {
         "products",
         "product_categories",
@@ -38,8 +46,18 @@ EXPECTED_TABLES: dict[History, set[str]] = {
         "orders_part_2",
         "orders_part_3",
         "tenant_fences",
+        "outbox",
+        *SERVICE_TABLES,
     },
-    "dedicated": {"products", "product_categories", "customers", "orders", "tenant_fences"},
+    "dedicated": {
+        "products",
+        "product_categories",
+        "customers",
+        "orders",
+        "tenant_fences",
+        "outbox",
+        *SERVICE_TABLES,
+    },
 }
 
 DECLARED: dict[History, MetaData] = {
@@ -99,12 +117,20 @@ async def test_head_matches_the_declared_tables(history: History, fresh_database
     diff = await _diff(url, DECLARED[history])
     # Partitions, indexes and the fencing table are DDL outside the declared metadata (indexes are
     # checked by name below); columns, types, keys and constraints must agree.
-    undeclared = {"orders_part_0", "orders_part_1", "orders_part_2", "orders_part_3", "tenant_fences"}
+    undeclared = {
+        "orders_part_0",
+        "orders_part_1",
+        "orders_part_2",
+        "orders_part_3",
+        "tenant_fences",
+        "outbox",
+        "inbox",
+    }
     assert [
         d
         for d in diff
         if not (d[0] == "remove_table" and d[1].name in undeclared)
-        and not (d[0] == "remove_index" and history != "platform")
+        and not (d[0] == "remove_index" and (history != "platform" or d[1].table.name in undeclared))
     ] == []
 
 
@@ -145,7 +171,8 @@ async def test_tenant_indexes_are_the_seeds(history: History, fresh_database: Fr
     finally:
         await connection.close()
     names = {row["indexname"] for row in rows}
-    assert names == SEED_INDEXES[history] | ADDED_INDEXES[history]
+    outbox = {"idx_outbox_unpublished", "idx_outbox_tenant_unpublished"}
+    assert names == SEED_INDEXES[history] | ADDED_INDEXES[history] | outbox
     definitions = {row["indexname"]: row["indexdef"] for row in rows}
     if history == "shared":
         assert "(tenant_id, status) WHERE (deleted_at IS NULL)" in definitions["idx_products_tenant_status"]
@@ -168,7 +195,7 @@ async def test_shared_and_dedicated_have_the_same_tables_and_columns_but_tenant_
                 """SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns
                    WHERE table_schema = 'public' AND table_name = ANY($1::text[])
                    ORDER BY table_name, ordinal_position""",
-                ["products", "product_categories", "customers", "orders"],
+                ["products", "product_categories", "customers", "orders", *SERVICE_TABLES],
             )
         finally:
             await connection.close()

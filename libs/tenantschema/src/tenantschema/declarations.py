@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -205,4 +206,65 @@ ORDERS = TenantTableDecl(
 
 # Creation order: referenced tables first.
 V1: tuple[TenantTableDecl, ...] = (PRODUCT_CATEGORIES, PRODUCTS, CUSTOMERS, ORDERS)
-CURRENT = V1
+
+
+def _processed_events() -> list[Column[Any]]:
+    return [
+        _id(),
+        Column("consumer", String(100), nullable=False),
+        Column("event_id", UUID(as_uuid=True), nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    ]
+
+
+def _order_products() -> list[Column[Any]]:
+    # The orders service's read model of catalog products, fed by product events (id = product id).
+    return [
+        Column("id", UUID(as_uuid=True), primary_key=True),
+        Column("name", String(255), nullable=False),
+        Column("sku", String(100)),
+        Column("price", Numeric(10, 2), nullable=False),
+        Column("status", String(20), nullable=False),
+        Column("deleted", Boolean, nullable=False, server_default=text("false")),
+        # The catalog's updated_at of the version held: an older event never overwrites a newer one.
+        Column("version_at", DateTime(timezone=True), nullable=False),
+    ]
+
+
+def _sequences() -> list[Column[Any]]:
+    return [
+        _id(),
+        Column("name", String(50), nullable=False),
+        Column("last_value", BigInteger, nullable=False, server_default=text("0")),
+    ]
+
+
+def _idempotency_keys() -> list[Column[Any]]:
+    return [
+        _id(),
+        Column("scope", String(50), nullable=False),
+        Column("key", String(255), nullable=False),
+        Column("request_hash", String(64), nullable=False),
+        Column("status_code", Integer, nullable=False),
+        Column("response", JSONB, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    ]
+
+
+# Consumers' inbox: an event id handled once per consumer, recorded in the same transaction as its effect.
+PROCESSED_EVENTS = TenantTableDecl(
+    name="processed_events",
+    short="processed_events",
+    columns=_processed_events,
+    unique=(("consumer", "event_id"),),
+)
+ORDER_PRODUCTS = TenantTableDecl(name="order_products", short="order_products", columns=_order_products)
+# Per-tenant counters (order numbers): one row per name, incremented under its row lock.
+SEQUENCES = TenantTableDecl(name="sequences", short="sequences", columns=_sequences, unique=(("name",),))
+IDEMPOTENCY_KEYS = TenantTableDecl(
+    name="idempotency_keys", short="idempotency_keys", columns=_idempotency_keys, unique=(("scope", "key"),)
+)
+
+ADDED_IN_V2: tuple[TenantTableDecl, ...] = (PROCESSED_EVENTS, ORDER_PRODUCTS, SEQUENCES, IDEMPOTENCY_KEYS)
+V2: tuple[TenantTableDecl, ...] = V1 + ADDED_IN_V2
+CURRENT = V2
