@@ -1,0 +1,1 @@
+"""Pieces every service is built from, so that all services look the same inside."""

@@ -1,0 +1,95 @@
+"""HTTP pieces: the X-Tenant-ID dependency and one ASGI middleware for request context, body limit
+and request counting (pure ASGI: BaseHTTPMiddleware would cost every request a task)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, Header
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from servicekit.counting import RequestCounter
+from servicekit.problems import BadRequest, problem_response
+
+TENANT_HEADER = "X-Tenant-ID"
+
+
+def tenant_id_header(x_tenant_id: Annotated[str | None, Header(alias=TENANT_HEADER)] = None) -> uuid.UUID:
+    if x_tenant_id is None:
+        raise BadRequest(f"the {TENANT_HEADER} header is required")
+    try:
+        return uuid.UUID(x_tenant_id)
+    except ValueError:
+        raise BadRequest(f"the {TENANT_HEADER} header must be a UUID") from None
+
+
+TenantId = Annotated[uuid.UUID, Depends(tenant_id_header)]
+
+
+class RequestContextMiddleware:
+    """Binds request id and tenant id to the logs, counts tenant requests, refuses oversized bodies."""
+
+    def __init__(self, app: ASGIApp, *, counter: RequestCounter | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.counter = counter
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        tenant: uuid.UUID | None = None
+        raw_tenant = headers.get("x-tenant-id")
+        if raw_tenant:
+            try:
+                tenant = uuid.UUID(raw_tenant)
+            except ValueError:
+                tenant = None
+        structlog.contextvars.bind_contextvars(
+            request_id=request_id, tenant_id=str(tenant) if tenant else None
+        )
+        if tenant is not None and self.counter is not None:
+            self.counter.add(tenant)
+
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            response = problem_response(
+                413, "Payload Too Large", f"the request body exceeds {self.max_body} bytes"
+            )
+            await response(scope, receive, send)
+            return
+
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def send_with_request_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive if length is None else receive, send_with_request_id)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id", "tenant_id")
+        if too_large:
+            structlog.get_logger().warning("request body over the limit", limit=self.max_body)
+
+
+def client_ip(scope: dict[str, Any]) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None

@@ -1,0 +1,34 @@
+"""Settings every service shares; each service subclasses this with its own fields and port."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+
+    service_name: str = "service"
+    host: str = "127.0.0.1"
+    port: int = 8100
+    log_level: str = "INFO"
+
+    platform_database_url: str
+    shared_database_url: str
+    kafka_bootstrap_servers: str
+    dedicated_password_secret: SecretStr | None = None
+    dedicated_database_url_template: str | None = None
+
+    # Requests with a larger body are refused with 413 before they are read.
+    max_body_bytes: int = 2 * 1024 * 1024
+    # How often per-tenant request counts are published (usage.requests.v1).
+    request_count_window_seconds: float = 1.0
+
+    @field_validator("platform_database_url", "shared_database_url")
+    @classmethod
+    def _postgres(cls, value: str) -> str:
+        if make_url(value).get_backend_name() != "postgresql":
+            raise ValueError("must be a postgresql:// URL")
+        return value
