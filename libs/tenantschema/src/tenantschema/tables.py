@@ -17,5 +17,9 @@ product_categories: Table = metadata.tables["product_categories"]
 products: Table = metadata.tables["products"]
 customers: Table = metadata.tables["customers"]
 orders: Table = metadata.tables["orders"]
+processed_events: Table = metadata.tables["processed_events"]
+order_products: Table = metadata.tables["order_products"]
+sequences: Table = metadata.tables["sequences"]
+idempotency_keys: Table = metadata.tables["idempotency_keys"]
 
 TENANT_TABLES: tuple[str, ...] = tuple(decl.name for decl in CURRENT)
