@@ -23,6 +23,9 @@ class ServiceSettings(BaseSettings):
 
     # Requests with a larger body are refused with 413 before they are read.
     max_body_bytes: int = 2 * 1024 * 1024
+    # The outbox relay: off only to test what happens when a process dies before it publishes.
+    outbox_relay_enabled: bool = True
+    outbox_poll_interval_seconds: float = 0.1
     # How often per-tenant request counts are published (usage.requests.v1).
     request_count_window_seconds: float = 1.0
 

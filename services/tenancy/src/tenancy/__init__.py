@@ -1,0 +1,1 @@
+"""tenancy: the tenant registry (platform database) and subscription plans."""
