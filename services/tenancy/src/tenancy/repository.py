@@ -16,7 +16,9 @@ class TenantRepository:
         self.connection = connection
 
     async def add(self, values: dict[str, Any]) -> Row[Any]:
-        row: Row[Any] = (await self.connection.execute(insert(tenants).values(**values).returning(tenants))).one()
+        row: Row[Any] = (
+            await self.connection.execute(insert(tenants).values(**values).returning(tenants))
+        ).one()
         return row
 
     async def get(self, tenant_id: uuid.UUID, *, for_update: bool = False) -> Row[Any] | None:
