@@ -55,3 +55,6 @@ def shared_url(stack_env: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(stack_env: dict[str, str]) -> str:
     return stack_env["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+from tests.support.databases import fresh_database  # noqa: E402, F401  (a fixture for every tier)

@@ -259,6 +259,7 @@ def isolated_stack() -> Iterator[tuple[Path, dict[str, str], list[int]]]:
         DEVSTACK_KAFKA_PORT=str(ports[1]),
         DEVSTACK_KAFKA_CONTROLLER_PORT=str(ports[2]),
         DEVSTACK_SKIP_MIGRATIONS="1",
+        DEVSTACK_SERVICES="none",
     )
     config = devstack.load_config()
     if libs_complete(config.kafka_libs, config.kafka_pom):

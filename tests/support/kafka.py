@@ -42,8 +42,10 @@ async def watch(bootstrap: str, topic: str) -> AsyncIterator[Seen]:
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            await consumer._client.force_metadata_update()
+            partitions = [
+                TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
+            ]
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
         for tp in partitions:

@@ -18,7 +18,7 @@ from tenantschema.migrations import History
 from tenantschema.render import render_metadata
 from tenantschema.urls import asyncpg_url
 
-from tests.integration.conftest import FreshDatabase
+from tests.support.databases import FreshDatabase
 
 HEADS: dict[History, str] = {
     "platform": "platform_0002",

@@ -13,7 +13,9 @@ from devstack.errors import DevstackError
 SUPERUSER = "postgres"
 OWNER_ROLE = "platform_owner"
 APP_ROLE = "app_user"
-_ROLES = (SUPERUSER, OWNER_ROLE, APP_ROLE)
+# Not a role: the secret dedicated databases' role passwords are derived from (tenantdb.placement).
+DEDICATED_SECRET = "dedicated_password_secret"
+_ROLES = (SUPERUSER, OWNER_ROLE, APP_ROLE, DEDICATED_SECRET)
 
 
 @dataclass(frozen=True)

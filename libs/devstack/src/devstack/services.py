@@ -1,7 +1,7 @@
 """The platform's HTTP services as child processes of the stack (`python -m <module>`).
 
-None is registered yet: add a `ServiceSpec` to `SERVICES` when a service package exists, and
-`up`/`run`/`down`/`status` start, wait for (`GET /readyz` == 200), stop and list it.
+Each `ServiceSpec` in `SERVICES` is started by `up`/`run`, waited for (`GET /readyz` == 200),
+stopped by `down` and listed by `status`.
 """
 
 from __future__ import annotations
@@ -50,8 +50,7 @@ class ServiceSpec:
         return SERVICE_PORTS[self.url_key]
 
 
-# e.g. ServiceSpec("tenancy", "tenancy", "TENANCY_URL"); empty until the services exist.
-SERVICES: tuple[ServiceSpec, ...] = ()
+SERVICES: tuple[ServiceSpec, ...] = (ServiceSpec("tenancy", "tenancy", "TENANCY_URL"),)
 
 
 def service_urls() -> dict[str, str]:

@@ -16,7 +16,7 @@ from types import FrameType
 
 from devstack import containers, credentials, kafka, postgres, procs, services
 from devstack.config import HOST, Config, load_config
-from devstack.credentials import SUPERUSER
+from devstack.credentials import DEDICATED_SECRET, SUPERUSER
 from devstack.errors import DevstackError
 from devstack.postgres import LocalPostgres, PgUrl
 from devstack.services import SERVICES, ServiceSpec
@@ -106,6 +106,18 @@ def read_stack_env(path: Path | None = None, *, apply_overrides: bool = True) ->
 # ------------------------------------------------------------------------------------------------ up
 
 
+def selected_services(specs: Sequence[ServiceSpec]) -> list[ServiceSpec]:
+    """`DEVSTACK_SERVICES=tenancy,catalog` starts only those; `none` starts none; unset: all."""
+    raw = os.environ.get("DEVSTACK_SERVICES")
+    if raw is None:
+        return list(specs)
+    names = {name.strip() for name in raw.split(",")} - {"", "none"}
+    unknown = names - {spec.name for spec in specs}
+    if unknown:
+        raise DevstackError(f"DEVSTACK_SERVICES names unknown services: {', '.join(sorted(unknown))}")
+    return [spec for spec in specs if spec.name in names]
+
+
 def up(
     config: Config | None = None,
     *,
@@ -116,6 +128,7 @@ def up(
     config = config or load_config()
     started_at = time.monotonic()
     overrides = env_overrides()
+    specs = selected_services(specs)
     if config.testcontainers:
         if not allow_containers:
             raise DevstackError(
@@ -219,7 +232,13 @@ def _up_locked(
             bootstrap = overrides["KAFKA_BOOTSTRAP_SERVERS"]
         created = asyncio.run(_kafka_phase(bootstrap, broker))
 
-        env = {**urls, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, **services.service_urls(), **overrides}
+        env = {
+            **urls,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "DEDICATED_PASSWORD_SECRET": creds.password(DEDICATED_SECRET),
+            **services.service_urls(),
+            **overrides,
+        }
         started += services.start(config, env, specs)
         asyncio.run(services.wait_ready(config, specs))
         write_stack_env(config.stack_env_file, env)

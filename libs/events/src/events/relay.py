@@ -129,13 +129,22 @@ class OutboxRelay:
         """One pass over every source; returns how many events were published."""
         self._passes += 1
         total = 0
+        failure: Exception | None = None
         for source in await self._sources():
-            total += await self._drain(source)
-            if self._passes % 3000 == 0:
-                async with source.engine.connect() as connection:
-                    await connection.execute(_PRUNE, {"keep": self._keep})
-                    await connection.commit()
+            # One unreachable database (a dedicated one being dropped or moved) must not hold back the
+            # sources listed after it: log it, go on, and report the failure only if nothing moved.
+            try:
+                total += await self._drain(source)
+                if self._passes % 3000 == 0:
+                    async with source.engine.connect() as connection:
+                        await connection.execute(_PRUNE, {"keep": self._keep})
+                        await connection.commit()
+            except Exception as error:
+                log.warning("outbox source skipped this pass", source=source.name, error=repr(error))
+                failure = failure or error
         LAG.set(total)
+        if failure is not None and total == 0:
+            raise failure
         return total
 
     async def _drain(self, source: Source) -> int:

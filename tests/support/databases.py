@@ -1,4 +1,4 @@
-"""Fixtures for tests against the real PostgreSQL of the dev stack."""
+"""Fresh, empty databases on the dev stack's PostgreSQL (registered as a fixture by tests/conftest.py)."""
 
 from __future__ import annotations
 

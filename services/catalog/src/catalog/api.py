@@ -1,0 +1,103 @@
+"""HTTP routes (CONTRACT.md §3): parse, call a use case, shape the response. Nothing else."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from servicekit.http import TenantId
+
+from catalog import schemas
+from catalog.repository import Row
+from catalog.usecases import Catalog
+
+
+def _catalog(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.catalog
+    return catalog
+
+
+Uses = Annotated[Catalog, Depends(_catalog)]
+Limit = Annotated[int, Query(ge=1, le=200)]
+
+router = APIRouter(prefix="/v1")
+
+
+def _product(row: Row) -> schemas.Product:
+    return schemas.Product.model_validate(dict(row))
+
+
+def _category(row: Row) -> schemas.Category:
+    return schemas.Category.model_validate(dict(row))
+
+
+@router.post("/products", status_code=status.HTTP_201_CREATED, tags=["products"])
+async def create_product(body: schemas.ProductCreate, tenant: TenantId, uses: Uses) -> schemas.Product:
+    (row,) = await uses.create_products(tenant, [body.model_dump()])
+    return _product(row)
+
+
+@router.post("/products/bulk", status_code=status.HTTP_201_CREATED, tags=["products"])
+async def create_products(body: schemas.BulkCreate, tenant: TenantId, uses: Uses) -> schemas.BulkCreated:
+    rows = await uses.create_products(tenant, [item.model_dump() for item in body.items])
+    return schemas.BulkCreated(created=len(rows), ids=[row["id"] for row in rows])
+
+
+@router.get("/products", tags=["products"])
+async def list_products(
+    tenant: TenantId,
+    uses: Uses,
+    status: schemas.Status | None = None,
+    q: Annotated[str | None, Query(max_length=500)] = None,
+    category_id: uuid.UUID | None = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> schemas.ProductPage:
+    page = await uses.list_products(
+        tenant, status=status, q=q, category_id=category_id, limit=limit, cursor=cursor
+    )
+    return schemas.ProductPage(items=[_product(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/products/{product_id}", tags=["products"])
+async def get_product(product_id: uuid.UUID, tenant: TenantId, uses: Uses) -> schemas.Product:
+    return _product(await uses.get_product(tenant, product_id))
+
+
+@router.patch("/products/{product_id}", tags=["products"])
+async def update_product(
+    product_id: uuid.UUID, body: schemas.ProductPatch, tenant: TenantId, uses: Uses
+) -> schemas.Product:
+    return _product(await uses.update_product(tenant, product_id, body.changes()))
+
+
+@router.delete("/products/{product_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["products"])
+async def delete_product(product_id: uuid.UUID, tenant: TenantId, uses: Uses) -> Response:
+    await uses.delete_product(tenant, product_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/categories", status_code=status.HTTP_201_CREATED, tags=["categories"])
+async def create_category(body: schemas.CategoryCreate, tenant: TenantId, uses: Uses) -> schemas.Category:
+    return _category(await uses.create_category(tenant, body.model_dump()))
+
+
+@router.get("/categories", tags=["categories"])
+async def list_categories(
+    tenant: TenantId, uses: Uses, limit: Limit = 50, cursor: str | None = None
+) -> schemas.CategoryPage:
+    page = await uses.list_categories(tenant, limit=limit, cursor=cursor)
+    return schemas.CategoryPage(items=[_category(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/categories/{category_id}", tags=["categories"])
+async def get_category(category_id: uuid.UUID, tenant: TenantId, uses: Uses) -> schemas.Category:
+    return _category(await uses.get_category(tenant, category_id))
+
+
+@router.patch("/categories/{category_id}", tags=["categories"])
+async def update_category(
+    category_id: uuid.UUID, body: schemas.CategoryPatch, tenant: TenantId, uses: Uses
+) -> schemas.Category:
+    return _category(await uses.update_category(tenant, category_id, body.changes()))

@@ -1,0 +1,208 @@
+"""What the catalog does. Each write opens one unit of work on the tenant's placement, applies the
+rules, writes rows and records their events in the outbox in the same transaction, commits, then
+wakes the relay. A refused request rolls back: nothing written, nothing emitted."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from events import outbox, topics
+from servicekit.problems import Conflict, NotFound, Unprocessable
+from tenantdb import TenantDB
+
+from catalog import domain, repository
+from catalog.repository import ForeignKeyViolation, Row, UniqueViolation
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Row]
+    next_cursor: str | None
+
+
+def _invalid(field: str, message: str, kind: str) -> Unprocessable:
+    return Unprocessable(f"{field}: {message}", errors=[{"field": field, "message": message, "type": kind}])
+
+
+def _unknown_reference(error: ForeignKeyViolation) -> Unprocessable:
+    what = "category" if error.column == "category_id" else "parent category"
+    return _invalid(error.column, f"no such {what}", "unknown_reference")
+
+
+def _taken(error: UniqueViolation, what: str) -> Conflict:
+    return Conflict(f"a {what} with this {error.column} already exists", field=error.column)
+
+
+def _bad_cursor(error: domain.InvalidCursor) -> Unprocessable:
+    return _invalid("cursor", str(error), "invalid_cursor")
+
+
+class Catalog:
+    def __init__(self, tdb: TenantDB, notify: Callable[[], None]) -> None:
+        self._tdb = tdb
+        self._notify = notify
+
+    # --- products ---------------------------------------------------------------------------------
+
+    async def create_products(self, tenant_id: uuid.UUID, items: Sequence[Mapping[str, Any]]) -> list[Row]:
+        """All or nothing: one statement, one transaction, one product.created per product."""
+        async with self._tdb.unit_of_work(tenant_id) as uow:
+            try:
+                rows = await repository.insert_products(uow.connection, items)
+            except UniqueViolation as error:
+                raise _taken(error, "product") from None
+            except ForeignKeyViolation as error:
+                raise _unknown_reference(error) from None
+            events = [domain.product_event(domain.PRODUCT_CREATED, tenant_id, row) for row in rows]
+            await outbox.record(uow.connection, topics.PRODUCTS, *events)
+            await uow.commit()
+        self._notify()
+        return rows
+
+    async def get_product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> Row:
+        async with self._tdb.unit_of_work(tenant_id, readonly=True) as uow:
+            row = await repository.get_product(uow.connection, product_id)
+        if row is None:
+            raise NotFound(f"no product {product_id}")
+        return row
+
+    async def update_product(
+        self, tenant_id: uuid.UUID, product_id: uuid.UUID, changes: Mapping[str, Any]
+    ) -> Row:
+        if not changes:
+            return await self.get_product(tenant_id, product_id)
+        async with self._tdb.unit_of_work(tenant_id) as uow:
+            try:
+                row = await repository.update_product(uow.connection, product_id, changes)
+            except UniqueViolation as error:
+                raise _taken(error, "product") from None
+            except ForeignKeyViolation as error:
+                raise _unknown_reference(error) from None
+            if row is None:
+                raise NotFound(f"no product {product_id}")
+            event = domain.product_event(domain.PRODUCT_UPDATED, tenant_id, row)
+            await outbox.record(uow.connection, topics.PRODUCTS, event)
+            await uow.commit()
+        self._notify()
+        return row
+
+    async def delete_product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> None:
+        async with self._tdb.unit_of_work(tenant_id) as uow:
+            row = await repository.soft_delete_product(uow.connection, product_id)
+            if row is None:
+                raise NotFound(f"no product {product_id}")
+            event = domain.product_event(domain.PRODUCT_DELETED, tenant_id, row)
+            await outbox.record(uow.connection, topics.PRODUCTS, event)
+            await uow.commit()
+        self._notify()
+
+    async def list_products(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        status: str | None,
+        q: str | None,
+        category_id: uuid.UUID | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page:
+        """Without `q`: newest first. With `q`: best match first (ts_rank, then id), keyset-paged too,
+        so a page never costs an OFFSET scan. A cursor is valid only for the listing that issued it."""
+        search = q.strip() if q else ""
+        async with self._tdb.unit_of_work(tenant_id, readonly=True) as uow:
+            try:
+                if search:
+                    rank_after = domain.rank_key(cursor) if cursor else None
+                    rows = await repository.search_products(
+                        uow.connection,
+                        q=search,
+                        status=status,
+                        category_id=category_id,
+                        limit=limit + 1,
+                        after=rank_after,
+                    )
+                else:
+                    created_after = domain.created_key(cursor) if cursor else None
+                    rows = await repository.list_products(
+                        uow.connection,
+                        status=status,
+                        category_id=category_id,
+                        limit=limit + 1,
+                        after=created_after,
+                    )
+            except domain.InvalidCursor as error:
+                raise _bad_cursor(error) from None
+        items, more = rows[:limit], len(rows) > limit
+        next_cursor = None
+        if more:
+            last = items[-1]
+            if search:
+                next_cursor = domain.encode_cursor(domain.BY_RANK, [last["rank"], str(last["id"])])
+            else:
+                next_cursor = domain.encode_cursor(
+                    domain.BY_CREATED, [last["created_at"].isoformat(), str(last["id"])]
+                )
+        return Page(items, next_cursor)
+
+    # --- categories -------------------------------------------------------------------------------
+
+    async def create_category(self, tenant_id: uuid.UUID, values: Mapping[str, Any]) -> Row:
+        async with self._tdb.unit_of_work(tenant_id) as uow:
+            try:
+                row = await repository.insert_category(uow.connection, values)
+            except UniqueViolation as error:
+                raise _taken(error, "category") from None
+            except ForeignKeyViolation as error:
+                raise _unknown_reference(error) from None
+            await uow.commit()
+        return row
+
+    async def get_category(self, tenant_id: uuid.UUID, category_id: uuid.UUID) -> Row:
+        async with self._tdb.unit_of_work(tenant_id, readonly=True) as uow:
+            row = await repository.get_category(uow.connection, category_id)
+        if row is None:
+            raise NotFound(f"no category {category_id}")
+        return row
+
+    async def update_category(
+        self, tenant_id: uuid.UUID, category_id: uuid.UUID, changes: Mapping[str, Any]
+    ) -> Row:
+        if not changes:
+            return await self.get_category(tenant_id, category_id)
+        async with self._tdb.unit_of_work(tenant_id) as uow:
+            parent = changes.get("parent_id")
+            if parent is not None:
+                await repository.lock_category_tree(uow.connection, tenant_id)
+                if await repository.get_category(uow.connection, category_id) is None:
+                    raise NotFound(f"no category {category_id}")
+                ancestry = await repository.ancestry(uow.connection, parent)
+                if not ancestry:
+                    raise _invalid("parent_id", "no such parent category", "unknown_reference")
+                if domain.creates_cycle(category_id, ancestry):
+                    raise Conflict("the category would become its own ancestor", field="parent_id")
+            try:
+                row = await repository.update_category(uow.connection, category_id, changes)
+            except UniqueViolation as error:
+                raise _taken(error, "category") from None
+            except ForeignKeyViolation as error:
+                raise _unknown_reference(error) from None
+            if row is None:
+                raise NotFound(f"no category {category_id}")
+            await uow.commit()
+        return row
+
+    async def list_categories(self, tenant_id: uuid.UUID, *, limit: int, cursor: str | None) -> Page:
+        async with self._tdb.unit_of_work(tenant_id, readonly=True) as uow:
+            try:
+                after = domain.position_key(cursor) if cursor else None
+            except domain.InvalidCursor as error:
+                raise _bad_cursor(error) from None
+            rows = await repository.list_categories(uow.connection, limit=limit + 1, after=after)
+        items, more = rows[:limit], len(rows) > limit
+        next_cursor = None
+        if more:
+            next_cursor = domain.encode_cursor(domain.BY_POSITION, [items[-1]["position"], items[-1]["slug"]])
+        return Page(items, next_cursor)

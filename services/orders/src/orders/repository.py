@@ -1,0 +1,210 @@
+"""The orders service's SQL, against the dedicated-shaped `tenantschema.tables` (no tenant_id).
+
+Every function runs on the connection of a `tenantdb` unit of work: on the shared database the
+tenant_id default and RLS scope each statement to the unit of work's tenant, so the same SQL serves
+both placements. No ON CONFLICT names a column list where the shared variant's unique constraint
+leads with tenant_id; `ON CONFLICT DO NOTHING` (no target) fits both.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Row, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+from tenantschema.tables import customers, idempotency_keys, order_products, orders, sequences
+
+from orders.domain import CatalogProduct
+
+ORDER_NUMBER_SEQUENCE = "order_number"
+ORDER_NUMBER_START = 1000  # the first order is 1001
+
+
+# customers
+
+
+async def insert_customer(connection: AsyncConnection, values: Mapping[str, Any]) -> Row[Any] | None:
+    """The new customer, or None when the email is taken in this tenant."""
+    statement = insert(customers).values(**values).on_conflict_do_nothing().returning(*customers.c)
+    return (await connection.execute(statement)).first()
+
+
+async def get_customer(connection: AsyncConnection, customer_id: uuid.UUID) -> Row[Any] | None:
+    return (await connection.execute(select(customers).where(customers.c.id == customer_id))).first()
+
+
+async def add_order_to_customer(connection: AsyncConnection, email: str, total: Decimal) -> uuid.UUID:
+    """Count an order on the customer with this email, creating the customer if there is none.
+
+    Increments in SQL (`total_orders = total_orders + 1`) under the row lock, so concurrent orders
+    of one customer all count. Update first (the usual case); a customer created concurrently
+    between our insert attempt and theirs is caught by ON CONFLICT and updated on the next turn.
+    """
+    now = func.clock_timestamp()
+    bump = (
+        update(customers)
+        .where(customers.c.email == email)
+        .values(
+            total_orders=customers.c.total_orders + 1,
+            total_spent=customers.c.total_spent + total,
+            last_order_date=func.greatest(func.coalesce(customers.c.last_order_date, now), now),
+            updated_at=now,
+        )
+        .returning(customers.c.id)
+    )
+    create = (
+        insert(customers)
+        .values(email=email, total_orders=1, total_spent=total, last_order_date=now)
+        .on_conflict_do_nothing()
+        .returning(customers.c.id)
+    )
+    for statement in (bump, create, bump):
+        customer_id: uuid.UUID | None = (await connection.execute(statement)).scalar_one_or_none()
+        if customer_id is not None:
+            return customer_id
+    raise RuntimeError(f"customer {email!r} neither updated nor created")  # not reachable under RLS
+
+
+# sequences
+
+
+async def next_order_number(connection: AsyncConnection) -> tuple[int, datetime]:
+    """The tenant's next order number and the time it was taken, under the sequence's row lock.
+
+    The lock is held until the transaction ends: concurrent orders of a tenant take numbers one
+    after another, and a rolled-back order gives its number back (no gaps). The returned time
+    (`clock_timestamp()`, taken under the lock) is the order's created_at, so creation order and
+    order-number order agree.
+    """
+    bump = (
+        update(sequences)
+        .where(sequences.c.name == ORDER_NUMBER_SEQUENCE)
+        .values(last_value=sequences.c.last_value + 1)
+        .returning(sequences.c.last_value, func.clock_timestamp())
+    )
+    row = (await connection.execute(bump)).first()
+    if row is None:
+        await connection.execute(
+            insert(sequences)
+            .values(name=ORDER_NUMBER_SEQUENCE, last_value=ORDER_NUMBER_START)
+            .on_conflict_do_nothing()
+        )
+        row = (await connection.execute(bump)).one()
+    return int(row[0]), row[1]
+
+
+# the product read model
+
+
+async def products_by_id(
+    connection: AsyncConnection, product_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, CatalogProduct]:
+    ids = list(set(product_ids))
+    rows = (await connection.execute(select(order_products).where(order_products.c.id.in_(ids)))).all()
+    return {
+        row.id: CatalogProduct(row.id, row.name, row.sku, row.price, row.status, row.deleted) for row in rows
+    }
+
+
+async def upsert_product(connection: AsyncConnection, values: Mapping[str, Any]) -> bool:
+    """Insert the product, or overwrite it only with a newer version; True when something changed."""
+    base = insert(order_products).values(**values)
+    statement = base.on_conflict_do_update(
+        index_elements=[order_products.c.id],
+        set_={
+            column: base.excluded[column]
+            for column in ("name", "sku", "price", "status", "deleted", "version_at")
+        },
+        where=order_products.c.version_at < base.excluded.version_at,
+    ).returning(order_products.c.id)
+    return (await connection.execute(statement)).first() is not None
+
+
+# orders
+
+
+async def insert_order(connection: AsyncConnection, values: Mapping[str, Any]) -> Row[Any]:
+    return (await connection.execute(insert(orders).values(**values).returning(*orders.c))).one()
+
+
+async def get_order(
+    connection: AsyncConnection, order_id: uuid.UUID, *, for_update: bool = False
+) -> Row[Any] | None:
+    statement = select(orders).where(orders.c.id == order_id)
+    if for_update:
+        statement = statement.with_for_update()
+    return (await connection.execute(statement)).first()
+
+
+async def list_orders(
+    connection: AsyncConnection,
+    *,
+    status: str | None,
+    customer_email: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Row[Any]]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    statement = select(orders)
+    if status is not None:
+        statement = statement.where(orders.c.status == status)
+    if customer_email is not None:
+        statement = statement.where(orders.c.customer_email == customer_email)
+    if after is not None:
+        statement = statement.where(tuple_(orders.c.created_at, orders.c.id) < tuple_(*after))
+    statement = statement.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
+    return list((await connection.execute(statement)).all())
+
+
+async def set_order_status(connection: AsyncConnection, order_id: uuid.UUID, status: str) -> Row[Any]:
+    statement = (
+        update(orders)
+        .where(orders.c.id == order_id)
+        .values(status=status, updated_at=func.clock_timestamp())
+        .returning(*orders.c)
+    )
+    return (await connection.execute(statement)).one()
+
+
+# idempotency keys
+
+
+async def claim_idempotency_key(
+    connection: AsyncConnection, scope: str, key: str, request_hash: str
+) -> uuid.UUID | None:
+    """Take the key for this transaction; None when another request already holds it.
+
+    A concurrent holder makes this insert wait on the unique index until it commits (then None:
+    read its response) or rolls back (then the key is ours).
+    """
+    statement = (
+        insert(idempotency_keys)
+        .values(scope=scope, key=key, request_hash=request_hash, status_code=0, response={})
+        .on_conflict_do_nothing()
+        .returning(idempotency_keys.c.id)
+    )
+    key_id: uuid.UUID | None = (await connection.execute(statement)).scalar_one_or_none()
+    return key_id
+
+
+async def get_idempotency_key(connection: AsyncConnection, scope: str, key: str) -> Row[Any] | None:
+    statement = select(idempotency_keys).where(
+        idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
+    )
+    return (await connection.execute(statement)).first()
+
+
+async def save_idempotent_response(
+    connection: AsyncConnection, key_id: uuid.UUID, status_code: int, response: Mapping[str, Any]
+) -> None:
+    statement = (
+        update(idempotency_keys)
+        .where(idempotency_keys.c.id == key_id)
+        .values(status_code=status_code, response=dict(response))
+    )
+    await connection.execute(statement)

@@ -1,0 +1,279 @@
+"""What the orders service does: each use case is one unit of work on the tenant's database.
+
+The story of placing an order, in one transaction: claim the idempotency key, price the items from
+the product read model, count the order on its customer, take the next order number, write the
+order and its `order.placed` event (outbox), store the response under the key, commit, wake the relay.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from events import outbox
+from events.envelope import Envelope
+from events.inbox import first_delivery
+from events.models import ProductData
+from servicekit.problems import Conflict, NotFound, Unprocessable
+from tenantdb import TenantDB, TenantNotFound, TenantUnavailable
+
+from orders import domain, repository, schemas
+
+log = structlog.get_logger("orders")
+
+CREATE_ORDER_SCOPE = "orders.create"
+PRODUCTS_CONSUMER = "orders.products"
+PRODUCT_EVENTS = frozenset({"product.created", "product.updated", "product.deleted"})
+
+
+@dataclass(frozen=True)
+class Replayable:
+    """A response that a retry with the same Idempotency-Key gets again, byte for byte in JSON."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+def request_hash(body: schemas.Request) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def encode_cursor(created_at: datetime, order_id: uuid.UUID) -> str:
+    raw = json.dumps([created_at.isoformat(), str(order_id)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, order_id = json.loads(raw)
+        at = datetime.fromisoformat(created_at)
+        if at.tzinfo is None:
+            raise ValueError("naive time")
+        return at, uuid.UUID(order_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise Unprocessable(
+            "cursor: not a cursor this API returned",
+            errors=[{"field": "cursor", "message": "invalid cursor", "type": "value_error"}],
+        ) from None
+
+
+def _order(row: Any) -> schemas.Order:
+    return schemas.Order.model_validate(row, from_attributes=True)
+
+
+class OrdersService:
+    def __init__(self, tdb: TenantDB, *, on_commit: Callable[[], None] = lambda: None) -> None:
+        self.tdb = tdb
+        self._events_committed = on_commit  # the outbox relay's notify()
+
+    # customers
+
+    async def create_customer(self, tenant_id: uuid.UUID, body: schemas.CustomerCreate) -> schemas.Customer:
+        async with self.tdb.unit_of_work(tenant_id) as uow:
+            row = await repository.insert_customer(uow.connection, body.model_dump())
+            if row is None:
+                raise Conflict(f"a customer with email {body.email} already exists")
+            await uow.commit()
+        return schemas.Customer.model_validate(row, from_attributes=True)
+
+    async def get_customer(self, tenant_id: uuid.UUID, customer_id: uuid.UUID) -> schemas.Customer:
+        async with self.tdb.unit_of_work(tenant_id, readonly=True) as uow:
+            row = await repository.get_customer(uow.connection, customer_id)
+        if row is None:
+            raise NotFound(f"customer {customer_id} not found")
+        return schemas.Customer.model_validate(row, from_attributes=True)
+
+    # orders
+
+    async def place_order(
+        self, tenant_id: uuid.UUID, body: schemas.OrderCreate, idempotency_key: str | None
+    ) -> Replayable:
+        async with self.tdb.unit_of_work(tenant_id) as uow:
+            connection = uow.connection
+            key_id: uuid.UUID | None = None
+            if idempotency_key is not None:
+                digest = request_hash(body)
+                key_id = await repository.claim_idempotency_key(
+                    connection, CREATE_ORDER_SCOPE, idempotency_key, digest
+                )
+                if key_id is None:
+                    return await self._replay(connection, idempotency_key, digest)
+
+            requested = [(item.product_id, item.quantity) for item in body.items]
+            products = await repository.products_by_id(connection, (pid for pid, _ in requested))
+            try:
+                lines = domain.price_lines(requested, products)
+                totals = domain.compute_totals(lines)
+            except domain.ProductsUnavailable as error:
+                raise Unprocessable(
+                    str(error),
+                    errors=[
+                        {
+                            "field": f"items.{i}.product_id",
+                            "message": f"product {pid} is unknown, deleted or not active",
+                            "type": "product_unavailable",
+                        }
+                        for i, pid in error.unavailable
+                    ],
+                ) from None
+            except domain.AmountTooLarge as error:
+                raise Unprocessable(str(error)) from None
+
+            customer_id = await repository.add_order_to_customer(
+                connection, body.customer_email, totals.total
+            )
+            number, created_at = await repository.next_order_number(connection)
+            row = await repository.insert_order(
+                connection,
+                {
+                    "order_number": str(number),
+                    "customer_email": body.customer_email,
+                    "customer_id": customer_id,
+                    "status": domain.PENDING,
+                    "subtotal_amount": totals.subtotal,
+                    "tax_amount": totals.tax,
+                    "shipping_amount": totals.shipping,
+                    "discount_amount": totals.discount,
+                    "total_amount": totals.total,
+                    "currency": body.currency,
+                    "items": [
+                        schemas.OrderItem(
+                            product_id=line.product_id,
+                            name=line.name,
+                            sku=line.sku,
+                            quantity=line.quantity,
+                            unit_price=line.unit_price,
+                            line_total=line.line_total,
+                        ).model_dump(mode="json")
+                        for line in lines
+                    ],
+                    "shipping_address": body.shipping_address,
+                    "billing_address": body.billing_address,
+                    "notes": body.notes,
+                    "created_at": created_at,
+                    "updated_at": created_at,
+                },
+            )
+            event = domain.order_placed(
+                tenant_id,
+                order_id=row.id,
+                order_number=row.order_number,
+                customer_email=row.customer_email,
+                customer_id=customer_id,
+                currency=row.currency,
+                totals=totals,
+                lines=lines,
+                created_at=row.created_at,
+            )
+            await outbox.record(connection, domain.TOPIC, event)
+            response = Replayable(201, _order(row).model_dump(mode="json"))
+            if key_id is not None:
+                await repository.save_idempotent_response(
+                    connection, key_id, response.status_code, response.body
+                )
+            await uow.commit()
+        self._events_committed()
+        return response
+
+    async def _replay(self, connection: Any, key: str, digest: str) -> Replayable:
+        stored = await repository.get_idempotency_key(connection, CREATE_ORDER_SCOPE, key)
+        if stored is None:  # the holder rolled back between our insert and this read: rare
+            raise Conflict("a request with this Idempotency-Key is in progress; retry", retryable=True)
+        if stored.request_hash != digest:
+            raise Conflict("this Idempotency-Key was used with a different request body")
+        return Replayable(stored.status_code, stored.response)
+
+    async def get_order(self, tenant_id: uuid.UUID, order_id: uuid.UUID) -> schemas.Order:
+        async with self.tdb.unit_of_work(tenant_id, readonly=True) as uow:
+            row = await repository.get_order(uow.connection, order_id)
+        if row is None:
+            raise NotFound(f"order {order_id} not found")
+        return _order(row)
+
+    async def list_orders(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        status: str | None,
+        customer_email: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> schemas.OrderPage:
+        after = decode_cursor(cursor) if cursor is not None else None
+        async with self.tdb.unit_of_work(tenant_id, readonly=True) as uow:
+            rows = await repository.list_orders(
+                uow.connection, status=status, customer_email=customer_email, after=after, limit=limit + 1
+            )
+        page = rows[:limit]
+        next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+        return schemas.OrderPage(items=[_order(row) for row in page], next_cursor=next_cursor)
+
+    async def change_status(self, tenant_id: uuid.UUID, order_id: uuid.UUID, status: str) -> schemas.Order:
+        async with self.tdb.unit_of_work(tenant_id) as uow:
+            current = await repository.get_order(uow.connection, order_id, for_update=True)
+            if current is None:
+                raise NotFound(f"order {order_id} not found")
+            try:
+                domain.check_transition(current.status, status)
+            except domain.InvalidTransition as error:
+                raise Conflict(str(error), current_status=current.status) from None
+            row = await repository.set_order_status(uow.connection, order_id, status)
+            event = domain.order_status_changed(
+                tenant_id,
+                order_id=row.id,
+                order_number=row.order_number,
+                old_status=current.status,
+                new_status=row.status,
+                updated_at=row.updated_at,
+            )
+            await outbox.record(uow.connection, domain.TOPIC, event)
+            await uow.commit()
+        self._events_committed()
+        return _order(row)
+
+    # the product read model (catalog.products.v1)
+
+    async def apply_product_event(self, envelope: Envelope) -> str:
+        """Bring `order_products` up to the event; what happened, for the logs.
+
+        Once per event id (inbox, same transaction), and never back to an older version (events of a
+        product may arrive out of order after a rebalance or a redelivery). An unknown, suspended or
+        deleted tenant is skipped: retrying cannot help.
+        """
+        if envelope.event_type not in PRODUCT_EVENTS:
+            return "ignored"
+        product = ProductData.model_validate(envelope.data)  # malformed: raises, so dead-lettered
+        version_at = product.updated_at
+        if version_at.tzinfo is None:
+            version_at = version_at.replace(tzinfo=UTC)
+        try:
+            async with self.tdb.unit_of_work(envelope.tenant_id) as uow:
+                if not await first_delivery(uow.connection, PRODUCTS_CONSUMER, envelope.event_id):
+                    return "duplicate"
+                changed = await repository.upsert_product(
+                    uow.connection,
+                    {
+                        "id": product.product_id,
+                        "name": product.name,
+                        "sku": product.sku,
+                        "price": product.price,
+                        "status": product.status,
+                        "deleted": product.deleted or envelope.event_type == "product.deleted",
+                        "version_at": version_at,
+                    },
+                )
+                await uow.commit()
+        except (TenantNotFound, TenantUnavailable) as error:
+            log.warning("product event for an unusable tenant skipped", error=str(error))
+            return "skipped"
+        return "applied" if changed else "stale"
