@@ -80,7 +80,9 @@ def anonymous(catalog_app: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClie
     return catalog_app[1]
 
 
-async def new_tenant(stack_env: dict[str, str], kind: Kind, made: list[uuid.UUID], **kwargs: Any) -> uuid.UUID:
+async def new_tenant(
+    stack_env: dict[str, str], kind: Kind, made: list[uuid.UUID], **kwargs: Any
+) -> uuid.UUID:
     tenant_id = await create_tenant(stack_env["PLATFORM_DATABASE_URL"], **kwargs)
     if kind == "dedicated":
         made.append(tenant_id)

@@ -71,6 +71,12 @@ async def make_tenant(stack_env: dict[str, str]) -> AsyncIterator[MakeTenant]:
         return tenant_id
 
     yield make
+    platform = await asyncpg.connect(stack_env["PLATFORM_DATABASE_URL"])
+    try:
+        # Deleted first: no outbox relay keeps listing a database that is about to disappear.
+        await platform.execute("UPDATE tenants SET status = 'deleted' WHERE id = ANY($1::uuid[])", dedicated)
+    finally:
+        await platform.close()
     for tenant_id in dedicated:
         await drop_dedicated(stack_env["ADMIN_DATABASE_URL"], tenant_id)
 
