@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 class Seen:
     messages: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, bytes]] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
 
     async def wait_for(
@@ -54,6 +55,7 @@ async def watch(bootstrap: str, topic: str) -> AsyncIterator[Seen]:
         async def pump() -> None:
             async for record in consumer:
                 seen.raw.append(record.value)
+                seen.keys.append(record.key)
                 seen.headers.append({k: v for k, v in record.headers})
                 try:
                     seen.messages.append(json.loads(record.value))

@@ -310,6 +310,8 @@ async def records(bootstrap: str, topic: str) -> AsyncIterator[Records]:
     await consumer.start()
     seen = Records()
     try:
+        if not consumer.partitions_for_topic(topic):
+            await consumer._client.force_metadata_update()
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)

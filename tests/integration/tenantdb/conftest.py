@@ -61,23 +61,28 @@ async def move_to_dedicated(stack_env: dict[str, str], tenant_id: uuid.UUID) -> 
 
 @pytest.fixture
 async def make_tenant(stack_env: dict[str, str]) -> AsyncIterator[MakeTenant]:
-    dedicated: list[uuid.UUID] = []
+    made: list[uuid.UUID] = []
 
     async def make(kind: Kind = "shared", *, status: str = "active") -> uuid.UUID:
         tenant_id = await create_tenant(stack_env["PLATFORM_DATABASE_URL"], status=status)
+        made.append(tenant_id)
         if kind == "dedicated":
             await move_to_dedicated(stack_env, tenant_id)
-            dedicated.append(tenant_id)
         return tenant_id
 
     yield make
+    await retire_tenants(stack_env, made)
+
+
+async def retire_tenants(stack_env: dict[str, str], tenants: list[uuid.UUID]) -> None:
+    """Mark the tenants deleted (no relay keeps listing their databases), then drop any dedicated
+    database a test gave them (a move during the test counts too)."""
     platform = await asyncpg.connect(stack_env["PLATFORM_DATABASE_URL"])
     try:
-        # Deleted first: no outbox relay keeps listing a database that is about to disappear.
-        await platform.execute("UPDATE tenants SET status = 'deleted' WHERE id = ANY($1::uuid[])", dedicated)
+        await platform.execute("UPDATE tenants SET status = 'deleted' WHERE id = ANY($1::uuid[])", tenants)
     finally:
         await platform.close()
-    for tenant_id in dedicated:
+    for tenant_id in tenants:
         await drop_dedicated(stack_env["ADMIN_DATABASE_URL"], tenant_id)
 
 

@@ -12,10 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select, update
 from tenantdb import TenantDB
-from tenantdb.provisioning import drop_dedicated
 from tenantschema.tables import products
 
-from tests.integration.tenantdb.conftest import create_tenant, move_to_dedicated, tenantdb_settings
+from tests.integration.tenantdb.conftest import (
+    create_tenant,
+    move_to_dedicated,
+    retire_tenants,
+    tenantdb_settings,
+)
 
 # Tenants 0-2 share the database, 3-4 have their own: isolation must hold within and across both.
 KINDS = ("shared", "shared", "shared", "dedicated", "dedicated")
@@ -54,12 +58,7 @@ def tenants(stack_env: dict[str, str]) -> list[uuid.UUID]:
     made = asyncio.run(make())
     yield made  # type: ignore[misc]
 
-    async def drop() -> None:
-        for tenant, kind in zip(made, KINDS, strict=True):
-            if kind == "dedicated":
-                await drop_dedicated(stack_env["ADMIN_DATABASE_URL"], tenant)
-
-    asyncio.run(drop())
+    asyncio.run(retire_tenants(stack_env, made))
 
 
 async def _run(tdb: TenantDB, tenants: list[uuid.UUID], program: list[Op], run_tag: str) -> None:

@@ -50,7 +50,11 @@ class ServiceSpec:
         return SERVICE_PORTS[self.url_key]
 
 
-SERVICES: tuple[ServiceSpec, ...] = (ServiceSpec("tenancy", "tenancy", "TENANCY_URL"),)
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("tenancy", "tenancy", "TENANCY_URL"),
+    ServiceSpec("catalog", "catalog", "CATALOG_URL"),
+    ServiceSpec("orders", "orders", "ORDERS_URL"),
+)
 
 
 def service_urls() -> dict[str, str]:

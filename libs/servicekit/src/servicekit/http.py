@@ -16,7 +16,9 @@ from servicekit.problems import BadRequest, problem_response
 TENANT_HEADER = "X-Tenant-ID"
 
 
-def tenant_id_header(x_tenant_id: Annotated[str | None, Header(alias=TENANT_HEADER)] = None) -> uuid.UUID:
+async def tenant_id_header(
+    x_tenant_id: Annotated[str | None, Header(alias=TENANT_HEADER)] = None,
+) -> uuid.UUID:
     if x_tenant_id is None:
         raise BadRequest(f"the {TENANT_HEADER} header is required")
     try:

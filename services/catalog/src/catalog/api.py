@@ -13,7 +13,7 @@ from catalog.repository import Row
 from catalog.usecases import Catalog
 
 
-def _catalog(request: Request) -> Catalog:
+async def _catalog(request: Request) -> Catalog:
     catalog: Catalog = request.app.state.catalog
     return catalog
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from events import topics
+from events.envelope import Envelope
 from events.relay import OutboxRelay
 from fastapi import FastAPI
 from servicekit.app import Runtime, build_broker, create_service_app, tenant_outbox_sources
@@ -24,6 +26,14 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
 
     tdb = TenantDB(settings)
     broker = build_broker(settings.kafka_bootstrap_servers, service=settings.service_name)
+    # Published by the outbox relay, not through the broker: declared so the AsyncAPI document shows it.
+    broker.publisher(
+        topics.ORDERS,
+        title="orders.orders.v1",
+        description="order.placed (data: events.models.OrderPlaced), order.status_changed "
+        "(data: events.models.OrderStatusChanged); key: the tenant id",
+        schema=Envelope,
+    )
     relay = OutboxRelay(settings.kafka_bootstrap_servers, tenant_outbox_sources(tdb))
     counter = RequestCounter(
         broker, service=settings.service_name, window_seconds=settings.request_count_window_seconds

@@ -128,15 +128,17 @@ def compute_totals(
     shipping: Decimal = Decimal(0),
     discount: Decimal = Decimal(0),
 ) -> Totals:
-    """subtotal = sum of line totals; total = subtotal + tax + shipping - discount (never below zero).
+    """subtotal = sum of line totals; total = subtotal + tax + shipping - discount (never below zero),
+    each part rounded to cents first, so the total is the sum of the amounts shown.
 
     No tax, shipping or discount rules exist yet: they are zero unless a caller passes them.
     """
     subtotal = money(sum((line.line_total for line in lines), Decimal(0)))
-    total = max(money(subtotal + tax + shipping - discount), Decimal("0.00"))
+    tax, shipping, discount = money(tax), money(shipping), money(discount)
+    total = max(subtotal + tax + shipping - discount, Decimal("0.00"))
     if total > MAX_AMOUNT or subtotal > MAX_AMOUNT:
         raise AmountTooLarge(max(total, subtotal))
-    return Totals(subtotal, money(tax), money(shipping), money(discount), total)
+    return Totals(subtotal, tax, shipping, discount, total)
 
 
 def order_placed(

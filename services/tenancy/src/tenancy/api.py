@@ -15,7 +15,7 @@ from tenancy.usecases import TenancyService
 router = APIRouter(prefix="/v1", tags=["tenancy"])
 
 
-def get_service(request: Request) -> TenancyService:
+async def get_service(request: Request) -> TenancyService:
     service: TenancyService = request.app.state.service
     return service
 
