@@ -91,7 +91,9 @@ def _wrk(url: str, script: Path) -> tuple[float, float]:
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
-        raise RuntimeError(f"{url}: {non2xx.group(1)} failed responses\n{out}")
+        raise RuntimeError(
+            f"{url}: {non2xx.group(1)} failed responses\n{out}\nserver logs in {script.parent}"
+        )
     return rps, float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
 
 
@@ -132,6 +134,7 @@ def _scripts(workdir: Path, tenant: uuid.UUID, ids: list[str], body: str) -> dic
     post = workdir / "post.lua"
     post.write_text(
         'wrk.method = "POST"\n'
+        'wrk.path = "/v1/orders"\n'
         f'wrk.headers["X-Tenant-ID"] = "{tenant}"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = [[{body}]]\n"
@@ -214,6 +217,14 @@ def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
             try:
                 ours.wait_ready("/readyz")
                 bare.wait_ready("/docs")
+                for server in (bare, ours):  # one request each first: a broken setup fails loudly
+                    headers = {"X-Tenant-ID": str(tenant), "Content-Type": "application/json"}
+                    if method == "GET":
+                        probe = httpx.get(f"{server.url}/v1/products/{ids[0]}", headers=headers)
+                    else:
+                        probe = httpx.post(f"{server.url}/v1/orders", content=body, headers=headers)
+                    if probe.status_code >= 300:
+                        raise RuntimeError(f"{server.url} answered {probe.status_code}: {probe.text[:500]}")
                 results: dict[str, list[tuple[float, float]]] = {"ours": [], "bare": []}
                 for _ in range(RUNS):
                     for label, server in (("bare", bare), ("ours", ours)):
@@ -242,5 +253,5 @@ def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
             )
     finally:
         asyncio.run(_cleanup(env, tenant))
-        shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)  # kept when a run failed: the servers' logs are there
     return measures

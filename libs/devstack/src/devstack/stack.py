@@ -25,7 +25,12 @@ log = logging.getLogger("devstack")
 
 DATABASE_KEYS = ("PLATFORM_DATABASE_URL", "SHARED_DATABASE_URL", "ADMIN_DATABASE_URL", "OWNER_DATABASE_URL")
 SERVICE_KEYS = tuple(services.SERVICE_PORTS)
-STACK_KEYS: tuple[str, ...] = (*DATABASE_KEYS, "KAFKA_BOOTSTRAP_SERVERS", *SERVICE_KEYS)
+STACK_KEYS: tuple[str, ...] = (
+    *DATABASE_KEYS,
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "DEDICATED_PASSWORD_SECRET",
+    *SERVICE_KEYS,
+)
 
 
 def env_overrides() -> dict[str, str]:

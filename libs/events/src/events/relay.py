@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,7 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._passes = 0
+        self._failing: dict[str, tuple[int, float]] = {}  # source -> (failures in a row, retry at)
 
     def notify(self) -> None:
         """Something was just committed: look now instead of at the next poll."""
@@ -130,9 +132,14 @@ class OutboxRelay:
         self._passes += 1
         total = 0
         failure: Exception | None = None
+        now = time.monotonic()
         for source in await self._sources():
-            # One unreachable database (a dedicated one being dropped or moved) must not hold back the
-            # sources listed after it: log it, go on, and report the failure only if nothing moved.
+            # One unreachable database (a dedicated one being dropped or moved, wrong credentials) must
+            # neither hold back the sources after it nor be hammered every pass: it is retried with
+            # exponential backoff (capped at a minute) while the others go on.
+            failures, retry_at = self._failing.get(source.name, (0, 0.0))
+            if retry_at > now:
+                continue
             try:
                 total += await self._drain(source)
                 if self._passes % 3000 == 0:
@@ -140,8 +147,14 @@ class OutboxRelay:
                         await connection.execute(_PRUNE, {"keep": self._keep})
                         await connection.commit()
             except Exception as error:
-                log.warning("outbox source skipped this pass", source=source.name, error=repr(error))
+                delay = min(60.0, 0.5 * 2**failures)
+                self._failing[source.name] = (failures + 1, now + delay)
+                log.warning(
+                    "outbox source skipped", source=source.name, retry_in_seconds=delay, error=repr(error)
+                )
                 failure = failure or error
+            else:
+                self._failing.pop(source.name, None)
         LAG.set(total)
         if failure is not None and total == 0:
             raise failure
