@@ -9,7 +9,8 @@ from decimal import Decimal
 import pytest
 from events.models import OrderPlaced, OrderStatusChanged
 from orders import domain, schemas
-from orders.usecases import decode_cursor, encode_cursor, request_hash
+from orders.usecases import request_hash
+from servicekit.pagination import decode_cursor, encode_cursor
 from servicekit.problems import Unprocessable
 
 ALLOWED = {

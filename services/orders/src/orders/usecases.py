@@ -7,14 +7,12 @@ order and its `order.placed` event (outbox), store the response under the key, c
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import structlog
@@ -22,6 +20,7 @@ from events import outbox
 from events.envelope import Envelope
 from events.inbox import first_delivery
 from events.models import ProductData
+from servicekit.pagination import decode_cursor, encode_cursor
 from servicekit.problems import Conflict, NotFound, Unprocessable
 from tenantdb import TenantDB, TenantNotFound, TenantUnavailable
 
@@ -45,26 +44,6 @@ class Replayable:
 def request_hash(body: schemas.Request) -> str:
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def encode_cursor(created_at: datetime, order_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(order_id)], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, order_id = json.loads(raw)
-        at = datetime.fromisoformat(created_at)
-        if at.tzinfo is None:
-            raise ValueError("naive time")
-        return at, uuid.UUID(order_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise Unprocessable(
-            "cursor: not a cursor this API returned",
-            errors=[{"field": "cursor", "message": "invalid cursor", "type": "value_error"}],
-        ) from None
 
 
 def _order(row: Any) -> schemas.Order:
