@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import asyncpg
+import devstack
 import pytest
 from tenantdb import TenantDB, TenantDBSettings
 from tenantdb.fencing import flip_placement
@@ -17,8 +18,11 @@ Kind = Literal["shared", "dedicated"]
 MakeTenant = Callable[..., Awaitable[uuid.UUID]]
 MakeTenantDB = Callable[..., TenantDB]
 
-# Each test run has its own secret: dedicated roles' passwords derive from it.
-SECRET = secrets.token_hex(16)
+# Dedicated roles' passwords derive from this secret. It is the stack's own, because the stack's
+# services (`make up`) run beside the tests: they share consumer groups with the apps the tests build
+# and must be able to open the test tenants' dedicated databases. Reading it starts the stack if it is
+# not up yet (this module is only imported by tests that need the stack anyway).
+SECRET = devstack.ensure_stack().get("DEDICATED_PASSWORD_SECRET") or secrets.token_hex(16)
 
 
 def tenantdb_settings(stack_env: dict[str, str], **overrides: Any) -> TenantDBSettings:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from devstack import procs
 from devstack.config import HOST, Config
@@ -47,6 +48,12 @@ class ServiceSpec:
 
     @property
     def port(self) -> int:
+        """The contract's default port, or the one an environment override of its URL names."""
+        override = os.environ.get(self.url_key, "").strip()
+        if override:
+            port = urlsplit(override).port
+            if port is not None:
+                return port
         return SERVICE_PORTS[self.url_key]
 
 
@@ -58,7 +65,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
 
 
 def service_urls() -> dict[str, str]:
-    return {key: f"http://{HOST}:{port}" for key, port in SERVICE_PORTS.items()}
+    return {key: f"http://{HOST}:{port}" for key, port in SERVICE_PORTS.items()}  # overrides win later
 
 
 def _pid_file(config: Config, name: str) -> Path:
