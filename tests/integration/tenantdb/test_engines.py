@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import pytest
 from sqlalchemy import select
@@ -13,12 +15,14 @@ from tenantschema.tables import products
 from tests.integration.tenantdb.conftest import SECRET, MakeTenant, MakeTenantDB
 
 
-async def _open_tenant_connections(admin_url: str) -> int:
+async def _open_tenant_connections(admin_url: str, application_name: str) -> int:
+    """Connections to dedicated databases opened by the TenantDB under test (other processes, such as
+    the stack's services, hold their own)."""
     conn = await asyncpg.connect(admin_url)
     try:
         count: int = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE usename LIKE 'tenant\\_%' AND pid <> pg_backend_pid()"
+            "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'tenant\\_%' AND application_name = $1",
+            application_name,
         )
         return count
     finally:
@@ -30,7 +34,10 @@ async def test_burst_over_many_dedicated_tenants_stays_under_the_bound(
     make_tenantdb: MakeTenantDB, make_tenant: MakeTenant, admin_url: str
 ) -> None:
     tenants = [await make_tenant("dedicated") for _ in range(6)]
-    tdb = make_tenantdb(max_dedicated_engines=2, dedicated_pool_size=1, dedicated_max_overflow=0)
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    tdb = make_tenantdb(
+        max_dedicated_engines=2, dedicated_pool_size=1, dedicated_max_overflow=0, application_name=name
+    )
     bound = 2 * 1
     for _ in range(3):
         for tenant in tenants:
@@ -38,22 +45,25 @@ async def test_burst_over_many_dedicated_tenants_stays_under_the_bound(
                 await uow.connection.execute(select(products.c.id))
             assert len(tdb.dedicated) <= 2
             await tdb.dedicated.settle()
-            assert await _open_tenant_connections(admin_url) <= bound
+            assert await _open_tenant_connections(admin_url, name) <= bound
     await tdb.dedicated.dispose_all()  # wait for evictions still disposing
-    assert await _open_tenant_connections(admin_url) == 0
+    assert await _open_tenant_connections(admin_url, name) == 0
 
 
 async def test_evicted_engines_close_their_connections(
     make_tenantdb: MakeTenantDB, make_tenant: MakeTenant, admin_url: str
 ) -> None:
     tenants = [await make_tenant("dedicated") for _ in range(3)]
-    tdb = make_tenantdb(max_dedicated_engines=1, dedicated_pool_size=1, dedicated_max_overflow=0)
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    tdb = make_tenantdb(
+        max_dedicated_engines=1, dedicated_pool_size=1, dedicated_max_overflow=0, application_name=name
+    )
     for tenant in tenants:
         async with tdb.unit_of_work(tenant, readonly=True) as uow:
             await uow.connection.execute(select(products.c.id))
     await tdb.dedicated.settle()
     assert len(tdb.dedicated) == 1
-    assert await _open_tenant_connections(admin_url) <= 1
+    assert await _open_tenant_connections(admin_url, name) <= 1
 
 
 async def test_a_tenants_credentials_cannot_open_another_tenants_database(

@@ -28,23 +28,30 @@ class RequestCounter:
         self._counts: Counter[uuid.UUID] = Counter()
         self._window_start = datetime.now(UTC)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def add(self, tenant_id: uuid.UUID) -> None:
         self._counts[tenant_id] += 1
 
     async def start(self) -> None:
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="request-counter")
 
     async def stop(self) -> None:
+        """Let the loop finish its current window (never cancelled mid-publish: a cancelled send
+        might have reached Kafka and would be counted twice), then flush what is left."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            await self._task
+            self._task = None
         await self.flush()
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._window)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._window)
+            if self._stopping.is_set():
+                return
             try:
                 await self.flush()
             except Exception as error:

@@ -31,9 +31,15 @@ def _unique_statement_name() -> str:
 
 
 def create_engine(
-    url: str | URL, *, pool_size: int, max_overflow: int, recycle: int, pgbouncer: bool
+    url: str | URL,
+    *,
+    pool_size: int,
+    max_overflow: int,
+    recycle: int,
+    pgbouncer: bool,
+    application_name: str = "tenantdb",
 ) -> AsyncEngine:
-    connect_args: dict[str, Any] = {}
+    connect_args: dict[str, Any] = {"server_settings": {"application_name": application_name}}
     options: dict[str, Any] = {}
     if pgbouncer:
         # PgBouncer (transaction pooling) does the pooling and may hand each transaction another server
@@ -69,12 +75,20 @@ class DedicatedEngines:
     """At most `max_engines` dedicated engines; the least recently used idle one is disposed first."""
 
     def __init__(
-        self, *, max_engines: int, pool_size: int, max_overflow: int, recycle: int, pgbouncer: bool
+        self,
+        *,
+        max_engines: int,
+        pool_size: int,
+        max_overflow: int,
+        recycle: int,
+        pgbouncer: bool,
+        application_name: str = "tenantdb",
     ) -> None:
         self._engines: OrderedDict[str, AsyncEngine] = OrderedDict()
         self._max = max_engines
         self._options = {"pool_size": pool_size, "max_overflow": max_overflow, "recycle": recycle}
         self._pgbouncer = pgbouncer
+        self._application_name = application_name
         self._disposals: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
@@ -85,7 +99,9 @@ class DedicatedEngines:
         if engine is not None:
             self._engines.move_to_end(database)
             return engine
-        engine = create_engine(url, pgbouncer=self._pgbouncer, **self._options)
+        engine = create_engine(
+            url, pgbouncer=self._pgbouncer, application_name=self._application_name, **self._options
+        )
         self._engines[database] = engine
         self._evict()
         DEDICATED_ENGINES.set(len(self._engines))

@@ -42,6 +42,9 @@ class TenantDBSettings(BaseSettings):
     # How long a write waits for a cutover before failing with the retryable TenantMoving.
     write_wait_seconds: float = Field(5.0, gt=0)
 
+    # Shown in pg_stat_activity for every connection tenantdb opens (which process holds what).
+    application_name: str = "tenantdb"
+
     # Behind PgBouncer in transaction pooling: no statement cache, unique statement names, no
     # client-side pool (PgBouncer is the pool).
     pgbouncer: bool = False

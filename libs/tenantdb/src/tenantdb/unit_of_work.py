@@ -118,7 +118,11 @@ class TenantDB:
 
     def __init__(self, settings: TenantDBSettings) -> None:
         self.settings = settings
-        common = {"recycle": settings.pool_recycle_seconds, "pgbouncer": settings.pgbouncer}
+        common = {
+            "recycle": settings.pool_recycle_seconds,
+            "pgbouncer": settings.pgbouncer,
+            "application_name": settings.application_name,
+        }
         self.platform_engine = create_engine(
             settings.platform_database_url,
             pool_size=2,

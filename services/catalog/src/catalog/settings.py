@@ -24,6 +24,7 @@ class CatalogSettings(ServiceSettings):
             "shared_database_url": self.shared_database_url,
             "dedicated_password_secret": self.dedicated_password_secret,
             "dedicated_database_url_template": self.dedicated_database_url_template,
+            "application_name": self.service_name,
         }
         # Unset ones are left to TenantDBSettings, which reads the environment for them.
         return TenantDBSettings(**{k: v for k, v in values.items() if v is not None})

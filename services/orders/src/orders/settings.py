@@ -18,6 +18,7 @@ class OrdersSettings(ServiceSettings, TenantDBSettings):
 
     service_name: str = "orders"
     port: int = 8103
+    application_name: str = "orders"
 
     # The consumer group reading catalog.products.v1 into the `order_products` read model.
     products_group_id: str = "orders.products"
