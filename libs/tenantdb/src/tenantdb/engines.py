@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -94,13 +95,15 @@ class DedicatedEngines:
     def __len__(self) -> int:
         return len(self._engines)
 
-    def get(self, database: str, url: URL) -> AsyncEngine:
+    def get(self, database: str, url: Callable[[], URL]) -> AsyncEngine:
+        """The database's engine; `url` is called only when one has to be created (it derives a
+        password: not work for every unit of work)."""
         engine = self._engines.get(database)
         if engine is not None:
             self._engines.move_to_end(database)
             return engine
         engine = create_engine(
-            url, pgbouncer=self._pgbouncer, application_name=self._application_name, **self._options
+            url(), pgbouncer=self._pgbouncer, application_name=self._application_name, **self._options
         )
         self._engines[database] = engine
         self._evict()

@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenantschema.fencing_ddl import FENCED_SQLSTATE
 
@@ -153,14 +154,18 @@ class TenantDB:
             return self.shared_engine
         if not placement.database_name:
             raise PlacementMisconfigured(f"dedicated tenant {placement.tenant_id} has no database_name")
-        secret = self.settings.dedicated_password_secret
-        url = dedicated_url(
-            self.settings.dedicated_database_url_template,
-            self.settings.shared_database_url,
-            placement.database_name,
-            secret.get_secret_value() if secret else None,
-        )
-        return self.dedicated.get(placement.database_name, url)
+        database = placement.database_name
+
+        def url() -> URL:
+            secret = self.settings.dedicated_password_secret
+            return dedicated_url(
+                self.settings.dedicated_database_url_template,
+                self.settings.shared_database_url,
+                database,
+                secret.get_secret_value() if secret else None,
+            )
+
+        return self.dedicated.get(database, url)
 
     async def placement(self, tenant_id: uuid.UUID) -> Placement:
         """The tenant's placement; TenantNotFound / TenantUnavailable when there is none to use."""
