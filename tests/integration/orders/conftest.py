@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -29,10 +28,9 @@ from orders.app import create_app
 from orders.settings import OrdersSettings
 from sqlalchemy import func, select
 from tenantdb import TenantDB
-from tenantdb.provisioning import drop_dedicated
 from tenantschema.tables import order_products, processed_events
 
-from tests.integration.tenantdb.conftest import SECRET, Kind, create_tenant, move_to_dedicated
+from tests.integration.tenantdb.conftest import SECRET, Kind, MakeTenant, tenant_factory
 from tests.support.apps import serve
 
 TENANT_HEADER = "X-Tenant-ID"
@@ -63,30 +61,12 @@ async def eventually(
 
 # tenants
 
-MakeTenant = Callable[..., Awaitable[uuid.UUID]]
-
 
 @pytest.fixture(scope="session")
 async def make_tenant(stack_env: dict[str, str]) -> AsyncIterator[MakeTenant]:
-    """Tenants on either placement; dedicated ones are marked deleted (so no relay keeps listing
-    them), then dropped at the end of the session."""
-    dedicated: list[uuid.UUID] = []
-
-    async def make(kind: Kind = "shared", *, status: str = "active") -> uuid.UUID:
-        tenant_id = await create_tenant(stack_env["PLATFORM_DATABASE_URL"], status=status)
-        if kind == "dedicated":
-            dedicated.append(tenant_id)
-            await move_to_dedicated(stack_env, tenant_id)
-        return tenant_id
-
-    yield make
-    platform = await asyncpg.connect(stack_env["PLATFORM_DATABASE_URL"])
-    try:
-        await platform.execute("UPDATE tenants SET status = 'deleted' WHERE id = ANY($1::uuid[])", dedicated)
-    finally:
-        await platform.close()
-    for tenant_id in dedicated:
-        await drop_dedicated(stack_env["ADMIN_DATABASE_URL"], tenant_id)
+    """One factory for the session: its tenants are retired when the session ends."""
+    async with tenant_factory(stack_env) as make:
+        yield make
 
 
 # the app

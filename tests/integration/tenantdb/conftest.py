@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import asyncpg
@@ -63,8 +64,9 @@ async def move_to_dedicated(stack_env: dict[str, str], tenant_id: uuid.UUID) -> 
     return database
 
 
-@pytest.fixture
-async def make_tenant(stack_env: dict[str, str]) -> AsyncIterator[MakeTenant]:
+@asynccontextmanager
+async def tenant_factory(stack_env: dict[str, str]) -> AsyncIterator[MakeTenant]:
+    """Make tenants on either placement; when done, retire every one of them."""
     made: list[uuid.UUID] = []
 
     async def make(kind: Kind = "shared", *, status: str = "active") -> uuid.UUID:
@@ -74,8 +76,16 @@ async def make_tenant(stack_env: dict[str, str]) -> AsyncIterator[MakeTenant]:
             await move_to_dedicated(stack_env, tenant_id)
         return tenant_id
 
-    yield make
-    await retire_tenants(stack_env, made)
+    try:
+        yield make
+    finally:
+        await retire_tenants(stack_env, made)
+
+
+@pytest.fixture
+async def make_tenant(stack_env: dict[str, str]) -> AsyncIterator[MakeTenant]:
+    async with tenant_factory(stack_env) as make:
+        yield make
 
 
 async def retire_tenants(stack_env: dict[str, str], tenants: list[uuid.UUID]) -> None:
