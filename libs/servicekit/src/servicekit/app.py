@@ -96,13 +96,19 @@ _DEDICATED = text(
 def tenant_outbox_sources(
     tdb: TenantDB, *, refresh_seconds: float = 5.0
 ) -> Callable[[], Awaitable[list[Source]]]:
-    """The shared database and every dedicated one: where tenant services' outboxes live."""
+    """The shared database and every dedicated one: where tenant services' outboxes live.
+
+    Re-listed every `refresh_seconds`, and at once when the directory saw a placement change (a move,
+    or a dedicated tenant it had not seen), so a moved tenant's first events do not wait."""
     cached: list[Source] = []
     fetched_at = 0.0
+    generation = -1
 
     async def sources() -> list[Source]:
-        nonlocal cached, fetched_at
-        if time.monotonic() - fetched_at > refresh_seconds:
+        nonlocal cached, fetched_at, generation
+        stale = time.monotonic() - fetched_at > refresh_seconds or generation != tdb.directory.generation
+        if stale:
+            generation = tdb.directory.generation
             async with tdb.platform_engine.connect() as connection:
                 rows = (await connection.execute(_DEDICATED)).all()
             dedicated = []

@@ -43,6 +43,9 @@ class TenantDirectory:
         self._loading: dict[uuid.UUID, asyncio.Future[Placement]] = {}
         # The highest epoch an event announced per tenant: a slower read of an older row is not cached.
         self._min_epoch: dict[uuid.UUID, int] = {}
+        # Bumped whenever the set of databases in use may have changed (an invalidation, a dedicated
+        # placement seen for the first time): lets others (the outbox relay's source list) refresh.
+        self.generation = 0
 
     async def get(self, tenant_id: uuid.UUID) -> Placement:
         entry = self._entries.get(tenant_id)
@@ -59,6 +62,7 @@ class TenantDirectory:
 
     def invalidate(self, tenant_id: uuid.UUID, *, epoch: int | None = None, reason: str = "event") -> None:
         self._entries.pop(tenant_id, None)
+        self.generation += 1
         if epoch is not None:
             self._min_epoch[tenant_id] = max(epoch, self._min_epoch.get(tenant_id, 0))
         DIRECTORY_INVALIDATIONS.labels(reason).inc()
@@ -81,6 +85,9 @@ class TenantDirectory:
         else:
             future.set_result(placement)
             if placement.epoch >= self._min_epoch.get(tenant_id, 0):
+                previous = self._entries.get(tenant_id)
+                if not placement.is_shared and (previous is None or previous.placement != placement):
+                    self.generation += 1
                 self._entries[tenant_id] = _Entry(placement, time.monotonic() + self._ttl)
             return placement
         finally:
