@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 
 @dataclass
@@ -36,17 +36,17 @@ class Seen:
 
 
 @asynccontextmanager
-async def watch(bootstrap: str, topic: str) -> AsyncIterator[Seen]:
+async def tail(
+    bootstrap: str, topic: str, on_record: Callable[[ConsumerRecord[bytes, bytes]], None]
+) -> AsyncIterator[None]:
+    """Hand every record arriving on `topic` after entry to `on_record`: the partitions are assigned
+    and positioned at their ends before the body runs, so nothing the test causes is missed."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
-    seen = Seen()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not partitions:
+        if not consumer.partitions_for_topic(topic):
             await consumer._client.force_metadata_update()
-            partitions = [
-                TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
-            ]
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
         for tp in partitions:
@@ -54,20 +54,32 @@ async def watch(bootstrap: str, topic: str) -> AsyncIterator[Seen]:
 
         async def pump() -> None:
             async for record in consumer:
-                seen.raw.append(record.value)
-                seen.keys.append(record.key)
-                seen.headers.append({k: v for k, v in record.headers})
-                try:
-                    seen.messages.append(json.loads(record.value))
-                except ValueError:
-                    seen.messages.append({"_unparseable": record.value})
+                on_record(record)
 
         task = asyncio.create_task(pump())
         try:
-            yield seen
+            yield
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     finally:
         await consumer.stop()
+
+
+@asynccontextmanager
+async def watch(bootstrap: str, topic: str) -> AsyncIterator[Seen]:
+    """Every envelope arriving on `topic` from now on, parsed, with its key and headers."""
+    seen = Seen()
+
+    def keep(record: ConsumerRecord[bytes, bytes]) -> None:
+        seen.raw.append(record.value)
+        seen.keys.append(record.key)
+        seen.headers.append({k: v for k, v in record.headers})
+        try:
+            seen.messages.append(json.loads(record.value))
+        except ValueError:
+            seen.messages.append({"_unparseable": record.value})
+
+    async with tail(bootstrap, topic, keep):
+        yield seen

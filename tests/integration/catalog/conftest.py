@@ -5,7 +5,6 @@ for both. Tests use random SKUs, slugs and search words instead of cleaning tabl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
@@ -17,7 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import ConsumerRecord
 from catalog.app import create_app
 from catalog.settings import CatalogSettings
 from fastapi import FastAPI
@@ -25,6 +24,7 @@ from tenantdb.provisioning import drop_dedicated
 
 from tests.integration.tenantdb.conftest import SECRET, Kind, create_tenant, move_to_dedicated
 from tests.support.apps import serve
+from tests.support.kafka import tail
 
 TENANT_HEADER = "X-Tenant-ID"
 
@@ -130,7 +130,7 @@ class Record:
 
 @dataclass
 class Records:
-    """What `watch_records` saw: keys with the parsed values (tests.support.kafka keeps no keys)."""
+    """What `watch_records` saw: keys with the parsed values."""
 
     seen: list[Record] = field(default_factory=list)
 
@@ -153,27 +153,10 @@ class Records:
 @asynccontextmanager
 async def watch_records(bootstrap: str, topic: str) -> AsyncIterator[Records]:
     """Every record on `topic` from now on (positions resolved before the test acts)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
     records = Records()
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for tp in partitions:
-            await consumer.position(tp)
 
-        async def pump() -> None:
-            async for message in consumer:
-                records.seen.append(Record(message.key, json.loads(message.value)))
+    def keep(message: ConsumerRecord[bytes, bytes]) -> None:
+        records.seen.append(Record(message.key, json.loads(message.value)))
 
-        task = asyncio.create_task(pump())
-        try:
-            yield records
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    finally:
-        await consumer.stop()
+    async with tail(bootstrap, topic, keep):
+        yield records

@@ -6,7 +6,6 @@ with a deadline, until the app's read model holds them."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from events import topics
 from events.envelope import Envelope
@@ -32,6 +31,7 @@ from tenantschema.tables import order_products, processed_events
 
 from tests.integration.tenantdb.conftest import SECRET, Kind, MakeTenant, tenant_factory
 from tests.support.apps import serve
+from tests.support.kafka import tail
 
 TENANT_HEADER = "X-Tenant-ID"
 PLACEMENTS: tuple[Kind, ...] = ("shared", "dedicated")
@@ -286,28 +286,6 @@ class Records:
 @asynccontextmanager
 async def records(bootstrap: str, topic: str) -> AsyncIterator[Records]:
     """Every record (key, headers, value) arriving on `topic` after entry."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
     seen = Records()
-    try:
-        if not consumer.partitions_for_topic(topic):
-            await consumer._client.force_metadata_update()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for tp in partitions:
-            await consumer.position(tp)
-
-        async def pump() -> None:
-            async for record in consumer:
-                seen.records.append(record)
-
-        task = asyncio.create_task(pump())
-        try:
-            yield seen
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    finally:
-        await consumer.stop()
+    async with tail(bootstrap, topic, seen.records.append):
+        yield seen
