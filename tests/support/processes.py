@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,9 +18,18 @@ import httpx
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the ephemeral range: a server restarted on it later cannot find it taken
+    by some client's outgoing connection (the kernel hands those out from the ephemeral range)."""
+    for _ in range(200):
+        port = random.randint(20000, 30000)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 30000")
 
 
 class ServiceProcess:
@@ -65,12 +75,10 @@ class ServiceProcess:
 
 
 def devstack(command: str, env: Mapping[str, str]) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "devstack", command],
-        env={**os.environ, **env},
-        check=True,
-        capture_output=True,
+    done = subprocess.run(
+        [sys.executable, "-m", "devstack", command], env={**os.environ, **env}, capture_output=True, text=True
     )
+    assert done.returncode == 0, f"devstack {command} failed:\n{done.stdout}\n{done.stderr}"
 
 
 @contextmanager
