@@ -1,6 +1,6 @@
 """Shared fixtures: the dev stack (started on demand by devstack) and its settings.
 
-Tests under tests/integration get the `integration` marker, tests under tests/unit get `unit`.
+Tests under tests/integration, tests/e2e and tests/unit get the `integration`, `e2e` and `unit` markers.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import devstack
 import pytest
 
 _TESTS = Path(__file__).parent
-_FOLDER_MARKERS = {"integration": "integration", "unit": "unit"}
+_FOLDER_MARKERS = {"integration": "integration", "unit": "unit", "e2e": "e2e"}
 
 
 @pytest.hookimpl(tryfirst=True)

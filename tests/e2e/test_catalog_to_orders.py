@@ -13,7 +13,7 @@ from orders.app import create_app as create_orders
 
 from tests.integration.catalog.conftest import catalog_settings
 from tests.integration.orders.conftest import orders_settings
-from tests.integration.tenantdb.conftest import SECRET, Kind, MakeTenant
+from tests.integration.tenantdb.conftest import Kind, MakeTenant, dedicated_secret
 from tests.support.apps import serve
 
 
@@ -23,8 +23,8 @@ async def test_order_for_a_product_created_in_catalog(
 ) -> None:
     tenant = await make_tenant(kind)
     headers = {"X-Tenant-ID": str(tenant)}
-    catalog_app = create_catalog(catalog_settings(stack_env, dedicated_password_secret=SECRET))
-    orders_app = create_orders(orders_settings(stack_env, dedicated_password_secret=SECRET))
+    catalog_app = create_catalog(catalog_settings(stack_env, dedicated_password_secret=dedicated_secret()))
+    orders_app = create_orders(orders_settings(stack_env, dedicated_password_secret=dedicated_secret()))
     async with serve(catalog_app) as catalog, serve(orders_app) as orders:
         created = await catalog.post(
             "/v1/products", json={"name": "Lamp", "price": "12.50", "status": "active"}, headers=headers

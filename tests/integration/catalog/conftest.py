@@ -22,7 +22,7 @@ from catalog.settings import CatalogSettings
 from fastapi import FastAPI
 from tenantdb.provisioning import drop_dedicated
 
-from tests.integration.tenantdb.conftest import SECRET, Kind, create_tenant, move_to_dedicated
+from tests.integration.tenantdb.conftest import Kind, create_tenant, dedicated_secret, move_to_dedicated
 from tests.support.apps import serve
 from tests.support.kafka import tail
 
@@ -34,7 +34,7 @@ def catalog_settings(stack_env: dict[str, str], **overrides: Any) -> CatalogSett
         "platform_database_url": stack_env["PLATFORM_DATABASE_URL"],
         "shared_database_url": stack_env["SHARED_DATABASE_URL"],
         "kafka_bootstrap_servers": stack_env["KAFKA_BOOTSTRAP_SERVERS"],
-        "dedicated_password_secret": SECRET,
+        "dedicated_password_secret": dedicated_secret(),
     }
     return CatalogSettings(**(values | overrides))
 

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from tenantdb import TenantDB
 from tenantschema.tables import order_products, processed_events
 
-from tests.integration.tenantdb.conftest import SECRET, Kind, MakeTenant, tenant_factory
+from tests.integration.tenantdb.conftest import Kind, MakeTenant, dedicated_secret, tenant_factory
 from tests.support.apps import serve
 from tests.support.kafka import tail
 
@@ -43,7 +43,7 @@ def orders_settings(stack_env: dict[str, str], **overrides: Any) -> OrdersSettin
         "platform_database_url": stack_env["PLATFORM_DATABASE_URL"],
         "shared_database_url": stack_env["SHARED_DATABASE_URL"],
         "kafka_bootstrap_servers": stack_env["KAFKA_BOOTSTRAP_SERVERS"],
-        "dedicated_password_secret": SECRET,
+        "dedicated_password_secret": dedicated_secret(),
     }
     return OrdersSettings(**(values | overrides))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,18 +20,21 @@ Kind = Literal["shared", "dedicated"]
 MakeTenant = Callable[..., Awaitable[uuid.UUID]]
 MakeTenantDB = Callable[..., TenantDB]
 
+
 # Dedicated roles' passwords derive from this secret. It is the stack's own, because the stack's
 # services (`make up`) run beside the tests: they share consumer groups with the apps the tests build
 # and must be able to open the test tenants' dedicated databases. Reading it starts the stack if it is
-# not up yet (this module is only imported by tests that need the stack anyway).
-SECRET = devstack.ensure_stack().get("DEDICATED_PASSWORD_SECRET") or secrets.token_hex(16)
+# not up yet; it is read when a test needs it, not when tests are collected.
+@functools.cache
+def dedicated_secret() -> str:
+    return devstack.ensure_stack().get("DEDICATED_PASSWORD_SECRET") or secrets.token_hex(16)
 
 
 def tenantdb_settings(stack_env: dict[str, str], **overrides: Any) -> TenantDBSettings:
     values: dict[str, Any] = {
         "platform_database_url": stack_env["PLATFORM_DATABASE_URL"],
         "shared_database_url": stack_env["SHARED_DATABASE_URL"],
-        "dedicated_password_secret": SECRET,
+        "dedicated_password_secret": dedicated_secret(),
     }
     return TenantDBSettings(**(values | overrides))
 
@@ -54,7 +58,7 @@ async def create_tenant(platform_url: str, *, status: str = "active") -> uuid.UU
 async def move_to_dedicated(stack_env: dict[str, str], tenant_id: uuid.UUID) -> str:
     """Provision the tenant's database and flip the directory (no data copy: tests start empty)."""
     database = await provision_dedicated(
-        stack_env["ADMIN_DATABASE_URL"], stack_env["OWNER_DATABASE_URL"], tenant_id, SECRET
+        stack_env["ADMIN_DATABASE_URL"], stack_env["OWNER_DATABASE_URL"], tenant_id, dedicated_secret()
     )
     platform = await asyncpg.connect(stack_env["PLATFORM_DATABASE_URL"])
     try:

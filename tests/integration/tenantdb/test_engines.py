@@ -12,7 +12,7 @@ from tenantdb import dedicated_database_name
 from tenantdb.placement import dedicated_password
 from tenantschema.tables import products
 
-from tests.integration.tenantdb.conftest import SECRET, MakeTenant, MakeTenantDB
+from tests.integration.tenantdb.conftest import MakeTenant, MakeTenantDB, dedicated_secret
 
 
 async def _open_tenant_connections(admin_url: str, application_name: str) -> int:
@@ -72,7 +72,7 @@ async def test_a_tenants_credentials_cannot_open_another_tenants_database(
     a, b = await make_tenant("dedicated"), await make_tenant("dedicated")
     db_a, db_b = dedicated_database_name(a), dedicated_database_name(b)
     server = make_url(shared_url)
-    a_creds = server.set(username=db_a, password=dedicated_password(SECRET, db_a))
+    a_creds = server.set(username=db_a, password=dedicated_password(dedicated_secret(), db_a))
     # Its own database: yes.
     conn = await asyncpg.connect(a_creds.set(database=db_a).render_as_string(hide_password=False))
     await conn.close()

@@ -14,7 +14,7 @@ from tenantdb.provisioning import provision_dedicated
 from tenantschema.tables import products
 from tenantschema.urls import libpq_url, with_database
 
-from tests.integration.tenantdb.conftest import SECRET, MakeTenant, MakeTenantDB
+from tests.integration.tenantdb.conftest import MakeTenant, MakeTenantDB, dedicated_secret
 
 
 async def _write(tdb: TenantDB, tenant: uuid.UUID, name: str) -> str:
@@ -41,7 +41,7 @@ async def _move_with_cutover(
 ) -> str:
     """The migrator's cutover, minus the data copy: lock, fence the source, flip, release."""
     database = await provision_dedicated(
-        stack_env["ADMIN_DATABASE_URL"], stack_env["OWNER_DATABASE_URL"], tenant, SECRET
+        stack_env["ADMIN_DATABASE_URL"], stack_env["OWNER_DATABASE_URL"], tenant, dedicated_secret()
     )
     shared_owner = libpq_url(with_database(stack_env["OWNER_DATABASE_URL"], "shared"))
     async with Cutover.hold(shared_owner, tenant) as cutover:

@@ -103,8 +103,6 @@ def test_tenantdb_never_crosses_tenants(
     stack_env: dict[str, str], tenants: list[uuid.UUID], program: list[Op]
 ) -> None:
     async def scenario() -> None:
-        from tests.integration.tenantdb.conftest import SECRET  # noqa: F401  (settings use it)
-
         tdb = TenantDB(tenantdb_settings(stack_env))
         try:
             await _run(tdb, tenants, program, uuid.uuid4().hex[:10])
