@@ -21,16 +21,11 @@ from sqlalchemy.engine import make_url
 from tenantschema.tables import products
 
 from tests.integration.tenantdb.conftest import MakeTenant, MakeTenantDB
+from tests.support.processes import free_port
 
 PGBOUNCER = shutil.which("pgbouncer") or next(
     (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(p)), None
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +33,7 @@ def pgbouncer_url(stack_env: dict[str, str]) -> Iterator[str]:
     if PGBOUNCER is None:
         pytest.skip("pgbouncer is not installed (apt-get install pgbouncer; .ci/run installs it)")
     shared = make_url(stack_env["SHARED_DATABASE_URL"])
-    port = _free_port()
+    port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
     (workdir / "userlist.txt").write_text(f'"{shared.username}" "{shared.password}"\n')
     (workdir / "pgbouncer.ini").write_text(

@@ -218,19 +218,12 @@ class LocalPostgres:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C.UTF-8"
         user = self._os_user()
-        try:
-            if user is None:
-                return subprocess.run(
-                    args,
-                    cwd=self.config.pg_dir,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout,
-                    check=False,
-                )
+        options: dict[str, Any] = {}
+        if user is not None:
+            # PostgreSQL refuses to run as root: run its tools as the unprivileged owner of the data.
             env["HOME"] = str(self.config.pg_dir)
+            options = {"user": user.uid, "group": user.gid, "extra_groups": []}
+        try:
             return subprocess.run(
                 args,
                 cwd=self.config.pg_dir,
@@ -240,9 +233,7 @@ class LocalPostgres:
                 text=True,
                 timeout=timeout,
                 check=False,
-                user=user.uid,
-                group=user.gid,
-                extra_groups=[],
+                **options,
             )
         except subprocess.TimeoutExpired:
             raise DevstackError(
