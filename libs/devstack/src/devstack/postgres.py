@@ -16,6 +16,7 @@ import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -288,15 +289,27 @@ class LocalPostgres:
         for path in (pg_dir, *([self.data] if self.data.exists() else [])):
             os.chown(path, user.uid, user.gid)
         os.chmod(pg_dir, 0o700)
-        probe = subprocess.run(
-            ["test", "-w", str(pg_dir), "-a", "-x", str(pg_dir)],
-            user=user.uid,
-            group=user.gid,
-            extra_groups=[],
-            cwd="/",
-            check=False,
-        )
-        if probe.returncode != 0:
+
+        def reachable() -> bool:
+            probe = subprocess.run(
+                ["test", "-w", str(pg_dir), "-a", "-x", str(pg_dir)],
+                user=user.uid,
+                group=user.gid,
+                extra_groups=[],
+                cwd="/",
+                check=False,
+            )
+            return probe.returncode == 0
+
+        if not reachable():
+            # A checkout under a private folder (mktemp -d is 0700): as root, let the server's user
+            # traverse the ancestors (execute only: it still cannot list or read them).
+            for parent in pg_dir.parents:
+                mode = parent.stat().st_mode
+                if not mode & stat.S_IXOTH:
+                    os.chmod(parent, mode | stat.S_IXOTH)
+                    log.info("made %s traversable for the %s user", parent, PG_OS_USER)
+        if not reachable():
             raise DevstackError(
                 f"PostgreSQL runs as the '{PG_OS_USER}' user, which cannot reach {pg_dir}: "
                 f"make its parent folders traversable (chmod o+x) or set DEVSTACK_DIR elsewhere"
