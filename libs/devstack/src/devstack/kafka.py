@@ -271,7 +271,12 @@ class LocalKafka:
             return
         log.info("formatting the KRaft storage in %s", self.data)
         command = self._java_command(
-            java, "kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(self.properties)
+            java,
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id()}",
+            "-c",
+            str(self.properties),
         )
         command[1:3] = ["-Xms64m", "-Xmx256m"]
         result = subprocess.run(
