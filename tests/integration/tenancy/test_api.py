@@ -120,7 +120,9 @@ async def test_update_plan_status_and_settings_with_events(
             {"a": 1},
         )
         assert updated["compliance_isolation"] is True
-        events = await seen.wait_for(lambda m: m["tenant_id"] == tenant["id"], count=2)
+        events = await seen.wait_for(
+            lambda m: m["tenant_id"] == tenant["id"] and m["event_type"] != "tenant.created", count=2
+        )
     by_type = {e["event_type"]: e for e in events}
     assert by_type["tenant.plan_changed"]["data"] == {
         "tenant_id": tenant["id"], "old_plan": "basic", "new_plan": "enterprise",
@@ -149,7 +151,10 @@ async def test_soft_delete(tenancy: httpx.AsyncClient, kafka_bootstrap: str) -> 
         response = await tenancy.delete(f"/v1/tenants/{tenant['id']}")
         assert response.status_code == 202
         assert response.json()["status"] == "deleted"
-        [event] = await seen.wait_for(lambda m: m["tenant_id"] == tenant["id"])
+        # The relay may publish `tenant.created` after the watch started: wait for the deletion.
+        [event] = await seen.wait_for(
+            lambda m: m["tenant_id"] == tenant["id"] and m["event_type"] != "tenant.created"
+        )
     assert event["event_type"] == "tenant.deleted"
     assert (await tenancy.get(f"/v1/tenants/{tenant['id']}")).json()["status"] == "deleted"
     # A deleted tenant cannot be changed, and it leaves the default listing.

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 
+import pytest
 from aiokafka import AIOKafkaProducer
 from events import topics
 from events.envelope import Envelope
+from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from tenantdb import TenantDB
 from tenantdb.subscriber import mount_directory_invalidation
@@ -30,9 +33,14 @@ async def _cached(tdb: TenantDB, tenant: uuid.UUID) -> bool:
 
 
 async def test_placement_changed_invalidates_within_a_second(
-    tdb: TenantDB, make_tenant: MakeTenant, kafka_bootstrap: str
+    tdb: TenantDB, make_tenant: MakeTenant, kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broker = KafkaBroker(kafka_bootstrap)
+    # Configured like the services' brokers: acknowledging after the handler is their default, and
+    # a group-less subscriber must not try to commit an offset it has no group for.
+    broker = KafkaBroker(kafka_bootstrap, ack_policy=AckPolicy.ACK)
+    # FastStream's logger does not propagate to the root logger pytest captures.
+    faststream_log = logging.getLogger("faststream.access.kafka")
+    faststream_log.addHandler(caplog.handler)
     mount_directory_invalidation(broker, tdb.directory)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await broker.start()
@@ -59,7 +67,11 @@ async def test_placement_changed_invalidates_within_a_second(
         while await _cached(tdb, tenant):
             assert time.monotonic() - sent < 1.0, "not invalidated within a second"
             await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert not failures, [r.getMessage() for r in failures]
     finally:
+        faststream_log.removeHandler(caplog.handler)
         await producer.stop()
         await broker.stop()
 

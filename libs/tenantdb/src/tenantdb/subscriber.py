@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from events import topics
+from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
 from tenantdb.directory import TenantDirectory
@@ -39,6 +40,14 @@ def handle_tenant_event(directory: TenantDirectory, body: Any) -> bool:
 
 
 def mount_directory_invalidation(broker: KafkaBroker, directory: TenantDirectory) -> None:
-    @broker.subscriber(topics.TENANTS, group_id=None, auto_offset_reset="latest", title="tenantdb-directory")
+    # Without a group there is no offset to commit: the broker-wide AckPolicy.ACK would try and fail
+    # ("Requires group_id") on every message, so this subscriber never acknowledges.
+    @broker.subscriber(
+        topics.TENANTS,
+        group_id=None,
+        auto_offset_reset="latest",
+        ack_policy=AckPolicy.MANUAL,
+        title="tenantdb-directory",
+    )
     async def invalidate_placement(body: Any) -> None:
         handle_tenant_event(directory, body)
