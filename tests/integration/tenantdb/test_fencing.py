@@ -75,13 +75,32 @@ async def test_stale_cache_cannot_write_to_the_old_placement(
     assert await _names_in(dedicated_owner, None) == {"after"}
 
 
-async def test_stale_read_is_rerouted_too(
+async def test_stale_read_is_rerouted_when_reads_are_fenced(
     stack_env: dict[str, str], make_tenantdb: MakeTenantDB, make_tenant: MakeTenant
 ) -> None:
     tenant = await make_tenant("shared")
-    stale = make_tenantdb(directory_ttl_seconds=3600)
+    stale = make_tenantdb(directory_ttl_seconds=3600, fence_reads=True)
     await stale.directory.get(tenant)
     await _move_with_cutover(stack_env, tenant)
+    async with stale.unit_of_work(tenant, readonly=True) as uow:
+        assert uow.placement.tenant_type == "dedicated"
+
+
+async def test_stale_read_sees_the_frozen_source_until_invalidated(
+    stack_env: dict[str, str], make_tenantdb: MakeTenantDB, make_tenant: MakeTenant
+) -> None:
+    """By default reads skip the fence: a stale route reads the source as it was at cutover (no
+    write can have landed there since), and the next write or invalidation corrects the route."""
+    tenant = await make_tenant("shared")
+    stale = make_tenantdb(directory_ttl_seconds=3600)
+    assert await _write(stale, tenant, "before") == "shared"
+    await _move_with_cutover(stack_env, tenant)
+
+    async with stale.unit_of_work(tenant, readonly=True) as uow:
+        assert uow.placement.tenant_type == "shared"
+        names = {r.name for r in await uow.connection.execute(select(products.c.name))}
+    assert names == {"before"}
+    assert await _write(stale, tenant, "after") == "dedicated"  # the fence corrects the route
     async with stale.unit_of_work(tenant, readonly=True) as uow:
         assert uow.placement.tenant_type == "dedicated"
 

@@ -43,7 +43,7 @@ class Cutover:
             await connection.close()
 
     async def fence(self, *, epoch: int, moved_to: str) -> None:
-        """From now on the source turns the tenant away (reads and writes), whatever a cache says."""
+        """From now on the source turns the tenant's writes (and fenced reads) away, whatever a cache says."""
         await fence(self.connection, self.tenant_id, epoch=epoch, moved_to=moved_to)
 
 

@@ -1,11 +1,13 @@
 """`TenantDB.unit_of_work(tenant_id)`: a transaction on the tenant's database, with its context set.
 
 One round trip opens it: a single simple-protocol message carries
-`BEGIN; SELECT set_config('app.current_tenant_id', '<id>', true), tenantdb_enter('<id>', ...)`,
-so the tenant context costs no round trip of its own. The id is interpolated only after being parsed
-as a UUID (its text form is hex digits and dashes); a bound parameter would need the extended
-protocol, which cannot share a message with BEGIN. The setting is transaction-local (`true`): it
-ends with COMMIT or ROLLBACK and never outlives the unit of work on a pooled connection.
+`BEGIN …; SET LOCAL app.current_tenant_id = '<id>'; SELECT tenantdb_enter('<id>', …)`, so neither the
+tenant context nor the fence check costs a round trip of its own. The id is interpolated only after
+being parsed as a UUID (its text form is hex digits and dashes); a bound parameter would need the
+extended protocol, which cannot share a message with BEGIN. `SET LOCAL` is `set_config(…, true)`
+without a query to plan: transaction-local, it ends with COMMIT or ROLLBACK and never outlives the
+unit of work on a pooled connection. Read-only units of work leave out the fence check unless
+`fence_reads` is set (see settings.py): they then cost the server no more than a plain BEGIN.
 
 Same code for both placements: repositories write SQL against tenantschema.tables (no tenant_id);
 on the shared database `tenant_id` is filled by its default from the context and filtered by RLS.
@@ -17,8 +19,6 @@ import asyncio
 import functools
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -40,32 +40,35 @@ LOCK_NOT_AVAILABLE = "55P03"
 _ROLLBACK_TIMEOUT = 5.0
 
 
-@functools.cache
-def _acquire_seconds(kind: str) -> Any:
-    return ACQUIRE_SECONDS.labels(kind)
+_LABELS: dict[tuple[str, bool], tuple[Any, Any]] = {}
 
 
-@functools.cache
-def _routed(kind: str, readonly: bool) -> Any:
-    return ROUTED.labels(kind, "read" if readonly else "write")
+def _metrics(kind: str, readonly: bool) -> tuple[Any, Any]:
+    """The (acquire histogram, routed counter) children for a placement kind and mode, made once."""
+    children = _LABELS.get((kind, readonly))
+    if children is None:
+        children = (ACQUIRE_SECONDS.labels(kind), ROUTED.labels(kind, "read" if readonly else "write"))
+        _LABELS[(kind, readonly)] = children
+    return children
 
 
 class UnitOfWork:
-    """One transaction for one tenant. Rolled back on exit unless `commit()` was called."""
+    """One transaction for one tenant, opened by `async with tdb.unit_of_work(tenant_id) as uow`.
 
-    def __init__(
-        self,
-        tenant_id: uuid.UUID,
-        placement: Placement,
-        connection: AsyncConnection,
-        driver: Any,
-        readonly: bool,
-    ) -> None:
+    Rolled back on exit unless `commit()` was called (a read-only one is committed: same effect).
+    A plain class rather than a generator-based context manager: this sits on every request's path.
+    """
+
+    __slots__ = ("_db", "_done", "_driver", "connection", "placement", "readonly", "tenant_id")
+
+    placement: Placement
+    connection: AsyncConnection
+
+    def __init__(self, db: TenantDB, tenant_id: uuid.UUID, readonly: bool) -> None:
+        self._db = db
         self.tenant_id = tenant_id
-        self.placement = placement
-        self.connection = connection
         self.readonly = readonly
-        self._driver = driver
+        self._driver: Any = None
         self._done = False
 
     @property
@@ -78,9 +81,21 @@ class UnitOfWork:
         self._done = True
         await self._driver.execute("COMMIT")
 
-    async def _rollback(self) -> None:
-        self._done = True
-        await _rollback_or_invalidate(self.connection, self._driver, failed=False)
+    async def __aenter__(self) -> UnitOfWork:
+        await self._db._open(self)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            await asyncio.shield(_close_after_failure(self.connection, self._driver))
+            return
+        if not self._done:
+            if self.readonly:
+                await self.commit()  # nothing to undo; COMMIT ends a read-only transaction as well
+            else:
+                self._done = True
+                await _rollback_or_invalidate(self.connection, self._driver, failed=False)
+        await self.connection.close()
 
 
 async def _rollback_or_invalidate(connection: AsyncConnection, driver: Any, *, failed: bool = True) -> None:
@@ -102,16 +117,20 @@ async def _rollback_or_invalidate(connection: AsyncConnection, driver: Any, *, f
     await connection.invalidate()
 
 
-def _begin_sql(placement: Placement, readonly: bool, wait_ms: int) -> str:
-    tenant = str(placement.tenant_id)  # a parsed uuid.UUID: only hex digits and dashes
-    mode = "READ ONLY" if readonly else "READ WRITE"
-    enter = f"tenantdb_enter('{tenant}'::uuid, {'false' if readonly else 'true'}, {wait_ms})"
-    if placement.is_shared:
-        return (
-            f"BEGIN ISOLATION LEVEL READ COMMITTED {mode}; "
-            f"SELECT set_config('app.current_tenant_id', '{tenant}', true), {enter}"
-        )
-    return f"BEGIN ISOLATION LEVEL READ COMMITTED {mode}; SELECT {enter}"
+def _begin_sql(tenant_id: uuid.UUID, shared: bool, readonly: bool, fenced: bool, wait_ms: int) -> str:
+    tenant = str(tenant_id)  # a parsed uuid.UUID: only hex digits and dashes
+    parts = [f"BEGIN ISOLATION LEVEL READ COMMITTED {'READ ONLY' if readonly else 'READ WRITE'}"]
+    if shared:
+        parts.append(f"SET LOCAL app.current_tenant_id = '{tenant}'")
+    if fenced:
+        parts.append(f"SELECT tenantdb_enter('{tenant}'::uuid, {'false' if readonly else 'true'}, {wait_ms})")
+    return "; ".join(parts)
+
+
+@functools.lru_cache(maxsize=16384)
+def _read_begin_sql(tenant_id: uuid.UUID, shared: bool, fenced: bool) -> str:
+    """Reads never wait, so their BEGIN depends only on the tenant and placement: built once."""
+    return _begin_sql(tenant_id, shared, True, fenced, 1)
 
 
 class TenantDB:
@@ -174,30 +193,40 @@ class TenantDB:
             raise TenantUnavailable(tenant_id, placement.status)
         return placement
 
-    @asynccontextmanager
-    async def unit_of_work(
-        self, tenant_id: uuid.UUID, *, readonly: bool = False
-    ) -> AsyncIterator[UnitOfWork]:
-        """A transaction on the tenant's current placement.
+    def unit_of_work(self, tenant_id: uuid.UUID | str, *, readonly: bool = False) -> UnitOfWork:
+        """A transaction on the tenant's current placement: `async with tdb.unit_of_work(t) as uow`.
 
         Writes (the default) wait up to `write_wait_seconds` while a cutover holds the tenant, then run
         on the new placement, or fail with the retryable TenantMoving. Read-only units of work never
         wait, and PostgreSQL refuses any write inside them.
         """
-        tenant_id = uuid.UUID(str(tenant_id))
+        if not isinstance(tenant_id, uuid.UUID):
+            tenant_id = uuid.UUID(str(tenant_id))
+        return UnitOfWork(self, tenant_id, readonly)
+
+    async def _open(self, uow: UnitOfWork) -> None:
+        """Check out a connection on the tenant's placement and begin its transaction (one round trip)."""
+        tenant_id, readonly = uow.tenant_id, uow.readonly
+        fence_reads = self.settings.fence_reads
         started = time.perf_counter()
         deadline = started + self.settings.write_wait_seconds
         fenced_since: float | None = None
         backoff = 0.02
         while True:
-            placement = await self.placement(tenant_id)
-            engine = self.engine_for(placement)
-            connection = await engine.connect()
+            placement = await self.directory.get(tenant_id)
+            if placement.status != AVAILABLE_STATUS:
+                raise TenantUnavailable(tenant_id, placement.status)
+            shared = placement.is_shared
+            connection = await (self.shared_engine if shared else self.engine_for(placement)).connect()
             # Already checked out: reading it needs no I/O, so no greenlet hop (get_raw_connection has one).
             driver: Any = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
-            wait_ms = max(1, int((deadline - time.perf_counter()) * 1000))
+            if readonly:
+                begin = _read_begin_sql(tenant_id, shared, fence_reads)
+            else:
+                wait_ms = max(1, int((deadline - time.perf_counter()) * 1000))
+                begin = _begin_sql(tenant_id, shared, False, True, wait_ms)
             try:
-                await driver.execute(_begin_sql(placement, readonly, wait_ms))
+                await driver.execute(begin)
             except asyncpg.PostgresError as error:
                 await _rollback_or_invalidate(connection, driver)
                 await connection.close()
@@ -223,19 +252,10 @@ class TenantDB:
         if fenced_since is not None:
             FENCED.labels("rerouted").inc()
             FENCED_WAIT_SECONDS.observe(time.perf_counter() - fenced_since)
-        kind = placement.tenant_type
-        _acquire_seconds(kind).observe(time.perf_counter() - started)
-        _routed(kind, readonly).inc()
-        uow = UnitOfWork(tenant_id, placement, connection, driver, readonly)
-        try:
-            yield uow
-        except BaseException:
-            await asyncio.shield(_close_after_failure(connection, driver))
-            raise
-        else:
-            if not uow.committed:
-                await uow._rollback()
-            await connection.close()
+        acquire_seconds, routed = _metrics(placement.tenant_type, readonly)
+        acquire_seconds.observe(time.perf_counter() - started)
+        routed.inc()
+        uow.placement, uow.connection, uow._driver = placement, connection, driver
 
 
 async def _close_after_failure(connection: AsyncConnection, driver: Any) -> None:
