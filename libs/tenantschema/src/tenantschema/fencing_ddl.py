@@ -3,12 +3,12 @@
 - `tenant_fences`: a row means "this tenant no longer lives in this database" (written by the migrator
   at cutover, in the same exclusive window as the directory flip). Only the owner role touches it.
 - `tenantdb_fence_key(uuid)`: the advisory lock key of a tenant.
-- `tenantdb_enter(tenant, for_write, wait_ms)`: called at the start of every writing unit of work, in the
-  same round trip as BEGIN. For writes it takes the tenant's advisory lock SHARED (waiting at most
-  `wait_ms` while a cutover holds it EXCLUSIVE); it raises SQLSTATE TD001 when the tenant is fenced
-  here, so a stale router is turned away instead of writing the old placement. Reads call it only
-  when tenantdb's `fence_reads` is on (see libs/tenantdb/README.md). SECURITY DEFINER: the runtime role can ask the question but cannot read or change
-  the fence table.
+- `tenantdb_enter(tenant, for_write, wait_ms)`: called at the start of every writing unit of work,
+  in the same round trip as BEGIN. For writes it takes the tenant's advisory lock SHARED (waiting at
+  most `wait_ms` while a cutover holds it EXCLUSIVE); it raises SQLSTATE TD001 when the tenant is
+  fenced here, so a stale router is turned away instead of writing the old placement. Reads call it
+  only when tenantdb's `fence_reads` is on (see libs/tenantdb/README.md). SECURITY DEFINER: the
+  runtime role can ask the question but cannot read or change the fence table.
 
 See libs/tenantdb/README.md for the whole protocol.
 """
