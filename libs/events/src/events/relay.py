@@ -1,11 +1,14 @@
 """The outbox relay: publishes committed events to Kafka, at least once, in order per tenant.
 
-One loop per process polls every source database (platform, shared, each dedicated one the caller
-lists): it claims ready rows (`outbox_claim`, which skips a tenant whose earlier event is still in
-flight or backing off), sends them with an idempotent `acks=all` producer keyed by tenant id, and
-settles them: published, or back to pending with exponential backoff. If Kafka is down the rows wait
-in the database; if the process dies mid-batch the claim's lease expires and another relay (or this
-one, restarted) sends them again. Consumers deduplicate by event id.
+One loop per process drains the source databases (platform, shared, each dedicated one the caller
+lists). A commit in this process names its database (`notify(source)`), and only that database is
+drained at once; every `sweep_interval` all of them are, which picks up what a crashed process or
+another writer left behind. So an idle service with many dedicated databases costs each of them one
+query per sweep, not one per poll. Draining claims ready rows (`outbox_claim`, which skips a tenant
+whose earlier event is still in flight or backing off), sends them with an idempotent `acks=all`
+producer keyed by tenant id, and settles them: published, or back to pending with exponential
+backoff. If Kafka is down the rows wait in the database; if the process dies mid-batch the claim's
+lease expires and another relay (or this one, restarted) sends them again. Consumers deduplicate by event id.
 """
 
 from __future__ import annotations
@@ -53,24 +56,30 @@ class OutboxRelay:
         sources: SourceLister,
         *,
         batch_size: int = 500,
-        poll_interval: float = 0.1,
+        sweep_interval: float = 1.0,
         lease_seconds: int = 30,
         keep_published: str = "1 day",
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._sources = sources
         self._batch = batch_size
-        self._interval = poll_interval
+        self._interval = sweep_interval
         self._lease = lease_seconds
         self._keep = keep_published
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._dirty: set[str] = set()  # sources with a commit not yet drained
+        self._sweep_requested = True  # the first pass covers everything: rows left by a previous life
         self._passes = 0
         self._failing: dict[str, tuple[int, float]] = {}  # source -> (failures in a row, retry at)
 
-    def notify(self) -> None:
-        """Something was just committed: look now instead of at the next poll."""
+    def notify(self, source: str | None = None) -> None:
+        """Events were just committed in `source` (None: somewhere): drain it now, not at the sweep."""
+        if source is None:
+            self._sweep_requested = True
+        else:
+            self._dirty.add(source)
         self._wake.set()
 
     async def start(self) -> None:
@@ -107,33 +116,54 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         backoff = self._interval
+        next_sweep = 0.0
         while True:
+            self._wake.clear()
+            now = time.monotonic()
+            sweep = self._sweep_requested or now >= next_sweep
+            only: set[str] | None = None if sweep else self._dirty
+            self._dirty = set()
+            if sweep:
+                self._sweep_requested = False
+                next_sweep = now + self._interval
             try:
-                moved = await self.run_once()
+                _, busy = await self._pass(only)
                 backoff = self._interval
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # Kafka or a database away: keep the rows, try again later
                 log.warning("outbox relay pass failed", error=repr(error))
-                moved = 0
+                busy = set()
                 backoff = min(backoff * 2, 5.0)
+                next_sweep = time.monotonic() + backoff
                 if self._producer is not None:
                     with contextlib.suppress(Exception):
                         await self._producer.stop()
                     self._producer = None
-            if moved:
-                continue  # more may be waiting
-            self._wake.clear()
+            if busy:
+                self._dirty |= busy  # a full batch: more may be waiting there
+                continue
+            if self._dirty or self._sweep_requested:
+                continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), backoff)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_sweep - time.monotonic()))
 
     async def run_once(self) -> int:
         """One pass over every source; returns how many events were published."""
+        published, _ = await self._pass(None)
+        return published
+
+    async def _pass(self, only: set[str] | None) -> tuple[int, set[str]]:
+        """Drain the sources named in `only` (None: all): how many events were published, and which
+        sources filled a whole batch (more may be waiting there)."""
         self._passes += 1
         total = 0
+        busy: set[str] = set()
         failure: Exception | None = None
         now = time.monotonic()
         for source in await self._sources():
+            if only is not None and source.name not in only:
+                continue
             # One unreachable database (a dedicated one being dropped or moved, wrong credentials) must
             # neither hold back the sources after it nor be hammered every pass: it is retried with
             # exponential backoff (capped at a minute) while the others go on.
@@ -141,7 +171,10 @@ class OutboxRelay:
             if retry_at > now:
                 continue
             try:
-                total += await self._drain(source)
+                moved = await self._drain(source)
+                total += moved
+                if moved >= self._batch:
+                    busy.add(source.name)
                 if self._passes % 3000 == 0:
                     async with source.engine.connect() as connection:
                         await connection.execute(_PRUNE, {"keep": self._keep})
@@ -158,7 +191,7 @@ class OutboxRelay:
         LAG.set(total)
         if failure is not None and total == 0:
             raise failure
-        return total
+        return total, busy
 
     async def _drain(self, source: Source) -> int:
         async with source.engine.connect() as connection:

@@ -93,6 +93,21 @@ _DEDICATED = text(
 )
 
 
+SHARED_SOURCE = "shared"
+
+
+def tenant_outbox_relay(tdb: TenantDB, bootstrap_servers: str, *, sweep_interval: float) -> OutboxRelay:
+    """The relay of a tenant service: its sources are the shared and the dedicated databases, and every
+    committed unit of work wakes it for its own database (services need not remember to)."""
+    relay = OutboxRelay(bootstrap_servers, tenant_outbox_sources(tdb), sweep_interval=sweep_interval)
+    tdb.on_commit(lambda placement: relay.notify(_source_name(placement)))
+    return relay
+
+
+def _source_name(placement: Placement) -> str:
+    return SHARED_SOURCE if placement.is_shared else str(placement.database_name)
+
+
 def tenant_outbox_sources(
     tdb: TenantDB, *, refresh_seconds: float = 5.0
 ) -> Callable[[], Awaitable[list[Source]]]:
@@ -115,7 +130,7 @@ def tenant_outbox_sources(
             for row in rows:
                 placement = Placement(row.id, "dedicated", row.database_name, "active", row.placement_epoch)
                 dedicated.append(Source(row.database_name, tdb.engine_for(placement)))
-            cached = [Source("shared", tdb.shared_engine), *dedicated]
+            cached = [Source(SHARED_SOURCE, tdb.shared_engine), *dedicated]
             fetched_at = time.monotonic()
         return cached
 

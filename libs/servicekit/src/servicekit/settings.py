@@ -25,7 +25,9 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = 2 * 1024 * 1024
     # The outbox relay: off only to test what happens when a process dies before it publishes.
     outbox_relay_enabled: bool = True
-    outbox_poll_interval_seconds: float = 0.1
+    # A commit wakes the relay for its own database at once; every database is swept this often for
+    # what a crashed process or another writer left behind.
+    outbox_sweep_interval_seconds: float = 1.0
     # How often per-tenant request counts are published (usage.requests.v1).
     request_count_window_seconds: float = 1.0
 

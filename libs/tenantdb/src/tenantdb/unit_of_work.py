@@ -19,6 +19,7 @@ import asyncio
 import functools
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -80,6 +81,8 @@ class UnitOfWork:
             raise RuntimeError("unit of work already finished")
         self._done = True
         await self._driver.execute("COMMIT")
+        if not self.readonly:
+            self._db._committed(self.placement)
 
     async def __aenter__(self) -> UnitOfWork:
         await self._db._open(self)
@@ -162,6 +165,19 @@ class TenantDB:
             **common,  # type: ignore[arg-type]
         )
         self.directory = TenantDirectory(self.platform_engine, ttl=settings.directory_ttl_seconds)
+        self._commit_listeners: list[Callable[[Placement], None]] = []
+
+    def on_commit(self, listener: Callable[[Placement], None]) -> None:
+        """Call `listener(placement)` after every committed writing unit of work (e.g. to wake the
+        outbox relay for that database). Listeners run inline: keep them short; errors are logged."""
+        self._commit_listeners.append(listener)
+
+    def _committed(self, placement: Placement) -> None:
+        for listener in self._commit_listeners:
+            try:
+                listener(placement)
+            except Exception:
+                log.exception("commit listener failed", tenant_id=str(placement.tenant_id))
 
     async def close(self) -> None:
         await self.dedicated.dispose_all()

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from events import topics
 from events.envelope import Envelope
-from events.relay import OutboxRelay
 from fastapi import FastAPI
-from servicekit.app import Runtime, build_broker, create_service_app, tenant_outbox_sources
+from servicekit.app import Runtime, build_broker, create_service_app, tenant_outbox_relay
 from servicekit.counting import RequestCounter
 from servicekit.health import database_check, kafka_check
 from servicekit.logs import configure_logging
@@ -37,7 +36,9 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
         schema=Envelope,
     )
     mount_directory_invalidation(broker, tdb.directory)
-    relay = OutboxRelay(settings.kafka_bootstrap_servers, tenant_outbox_sources(tdb))
+    relay = tenant_outbox_relay(
+        tdb, settings.kafka_bootstrap_servers, sweep_interval=settings.outbox_sweep_interval_seconds
+    )
     counter = RequestCounter(
         broker, service=settings.service_name, window_seconds=settings.request_count_window_seconds
     )
@@ -59,5 +60,5 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
     app.state.tdb = tdb
     app.state.relay = relay
     app.state.broker = broker
-    app.state.catalog = Catalog(tdb, relay.notify)
+    app.state.catalog = Catalog(tdb)
     return app

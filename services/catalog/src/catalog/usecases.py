@@ -1,11 +1,12 @@
 """What the catalog does. Each write opens one unit of work on the tenant's placement, applies the
-rules, writes rows and records their events in the outbox in the same transaction, commits, then
-wakes the relay. A refused request rolls back: nothing written, nothing emitted."""
+rules, writes rows and records their events in the outbox in the same transaction, commits (which
+wakes the outbox relay for that database: tenantdb's on_commit). A refused request rolls back:
+nothing written, nothing emitted."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +42,8 @@ def _bad_cursor(error: domain.InvalidCursor) -> Unprocessable:
 
 
 class Catalog:
-    def __init__(self, tdb: TenantDB, notify: Callable[[], None]) -> None:
+    def __init__(self, tdb: TenantDB) -> None:
         self._tdb = tdb
-        self._notify = notify
 
     # --- products ---------------------------------------------------------------------------------
 
@@ -59,7 +59,6 @@ class Catalog:
             events = [domain.product_event(domain.PRODUCT_CREATED, tenant_id, row) for row in rows]
             await outbox.record(uow.connection, topics.PRODUCTS, *events)
             await uow.commit()
-        self._notify()
         return rows
 
     async def get_product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> Row:
@@ -86,7 +85,6 @@ class Catalog:
             event = domain.product_event(domain.PRODUCT_UPDATED, tenant_id, row)
             await outbox.record(uow.connection, topics.PRODUCTS, event)
             await uow.commit()
-        self._notify()
         return row
 
     async def delete_product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> None:
@@ -97,7 +95,6 @@ class Catalog:
             event = domain.product_event(domain.PRODUCT_DELETED, tenant_id, row)
             await outbox.record(uow.connection, topics.PRODUCTS, event)
             await uow.commit()
-        self._notify()
 
     async def list_products(
         self,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from events import topics
 from events.envelope import Envelope
-from events.relay import OutboxRelay
 from fastapi import FastAPI
-from servicekit.app import Runtime, build_broker, create_service_app, tenant_outbox_sources
+from servicekit.app import Runtime, build_broker, create_service_app, tenant_outbox_relay
 from servicekit.counting import RequestCounter
 from servicekit.health import database_check, kafka_check
 from servicekit.logs import configure_logging
@@ -34,11 +33,13 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
         "(data: events.models.OrderStatusChanged); key: the tenant id",
         schema=Envelope,
     )
-    relay = OutboxRelay(settings.kafka_bootstrap_servers, tenant_outbox_sources(tdb))
+    relay = tenant_outbox_relay(
+        tdb, settings.kafka_bootstrap_servers, sweep_interval=settings.outbox_sweep_interval_seconds
+    )
     counter = RequestCounter(
         broker, service=settings.service_name, window_seconds=settings.request_count_window_seconds
     )
-    service = OrdersService(tdb, on_commit=relay.notify)
+    service = OrdersService(tdb)
 
     mount_directory_invalidation(broker, tdb.directory)
     consumers.register(broker, service, products_group_id=settings.products_group_id)

@@ -2,7 +2,8 @@
 
 The story of placing an order, in one transaction: claim the idempotency key, price the items from
 the product read model, count the order on its customer, take the next order number, write the
-order and its `order.placed` event (outbox), store the response under the key, commit, wake the relay.
+order and its `order.placed` event (outbox), store the response under the key, commit (tenantdb
+then wakes the outbox relay).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -51,9 +51,8 @@ def _order(row: Any) -> schemas.Order:
 
 
 class OrdersService:
-    def __init__(self, tdb: TenantDB, *, on_commit: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, tdb: TenantDB) -> None:
         self.tdb = tdb
-        self._events_committed = on_commit  # the outbox relay's notify()
 
     # customers
 
@@ -161,7 +160,6 @@ class OrdersService:
                     connection, key_id, response.status_code, response.body
                 )
             await uow.commit()
-        self._events_committed()
         return response
 
     async def _replay(self, connection: Any, key: str, digest: str) -> Replayable:
@@ -217,7 +215,6 @@ class OrdersService:
             )
             await outbox.record(uow.connection, domain.TOPIC, event)
             await uow.commit()
-        self._events_committed()
         return _order(row)
 
     # the product read model (catalog.products.v1)

@@ -33,7 +33,7 @@ def create_app(settings: TenancySettings | None = None) -> FastAPI:
         return [Source("platform", engine)]
 
     relay = OutboxRelay(
-        settings.kafka_bootstrap_servers, sources, poll_interval=settings.outbox_poll_interval_seconds
+        settings.kafka_bootstrap_servers, sources, sweep_interval=settings.outbox_sweep_interval_seconds
     )
     runtime = Runtime(
         broker=broker, relay=relay if settings.outbox_relay_enabled else None, on_shutdown=[engine.dispose]
