@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from servicekit.http import TenantId
+from servicekit.http import ModelResponse, TenantId
 
 from catalog import schemas
 from catalog.repository import Row
@@ -32,10 +32,12 @@ def _category(row: Row) -> schemas.Category:
     return schemas.Category.model_validate(dict(row))
 
 
-@router.post("/products", status_code=status.HTTP_201_CREATED, tags=["products"])
-async def create_product(body: schemas.ProductCreate, tenant: TenantId, uses: Uses) -> schemas.Product:
+@router.post(
+    "/products", status_code=status.HTTP_201_CREATED, tags=["products"], response_model=schemas.Product
+)
+async def create_product(body: schemas.ProductCreate, tenant: TenantId, uses: Uses) -> ModelResponse:
     (row,) = await uses.create_products(tenant, [body.model_dump()])
-    return _product(row)
+    return ModelResponse(_product(row), status.HTTP_201_CREATED)
 
 
 @router.post("/products/bulk", status_code=status.HTTP_201_CREATED, tags=["products"])
@@ -44,7 +46,7 @@ async def create_products(body: schemas.BulkCreate, tenant: TenantId, uses: Uses
     return schemas.BulkCreated(created=len(rows), ids=[row["id"] for row in rows])
 
 
-@router.get("/products", tags=["products"])
+@router.get("/products", tags=["products"], response_model=schemas.ProductPage)
 async def list_products(
     tenant: TenantId,
     uses: Uses,
@@ -53,23 +55,25 @@ async def list_products(
     category_id: uuid.UUID | None = None,
     limit: Limit = 50,
     cursor: str | None = None,
-) -> schemas.ProductPage:
+) -> ModelResponse:
     page = await uses.list_products(
         tenant, status=status, q=q, category_id=category_id, limit=limit, cursor=cursor
     )
-    return schemas.ProductPage(items=[_product(r) for r in page.items], next_cursor=page.next_cursor)
+    return ModelResponse(
+        schemas.ProductPage(items=[_product(r) for r in page.items], next_cursor=page.next_cursor)
+    )
 
 
-@router.get("/products/{product_id}", tags=["products"])
-async def get_product(product_id: uuid.UUID, tenant: TenantId, uses: Uses) -> schemas.Product:
-    return _product(await uses.get_product(tenant, product_id))
+@router.get("/products/{product_id}", tags=["products"], response_model=schemas.Product)
+async def get_product(product_id: uuid.UUID, tenant: TenantId, uses: Uses) -> ModelResponse:
+    return ModelResponse(_product(await uses.get_product(tenant, product_id)))
 
 
-@router.patch("/products/{product_id}", tags=["products"])
+@router.patch("/products/{product_id}", tags=["products"], response_model=schemas.Product)
 async def update_product(
     product_id: uuid.UUID, body: schemas.ProductPatch, tenant: TenantId, uses: Uses
-) -> schemas.Product:
-    return _product(await uses.update_product(tenant, product_id, body.changes()))
+) -> ModelResponse:
+    return ModelResponse(_product(await uses.update_product(tenant, product_id, body.changes())))
 
 
 @router.delete("/products/{product_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["products"])
@@ -78,26 +82,31 @@ async def delete_product(product_id: uuid.UUID, tenant: TenantId, uses: Uses) ->
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/categories", status_code=status.HTTP_201_CREATED, tags=["categories"])
-async def create_category(body: schemas.CategoryCreate, tenant: TenantId, uses: Uses) -> schemas.Category:
-    return _category(await uses.create_category(tenant, body.model_dump()))
+@router.post(
+    "/categories", status_code=status.HTTP_201_CREATED, tags=["categories"], response_model=schemas.Category
+)
+async def create_category(body: schemas.CategoryCreate, tenant: TenantId, uses: Uses) -> ModelResponse:
+    category = _category(await uses.create_category(tenant, body.model_dump()))
+    return ModelResponse(category, status.HTTP_201_CREATED)
 
 
-@router.get("/categories", tags=["categories"])
+@router.get("/categories", tags=["categories"], response_model=schemas.CategoryPage)
 async def list_categories(
     tenant: TenantId, uses: Uses, limit: Limit = 50, cursor: str | None = None
-) -> schemas.CategoryPage:
+) -> ModelResponse:
     page = await uses.list_categories(tenant, limit=limit, cursor=cursor)
-    return schemas.CategoryPage(items=[_category(r) for r in page.items], next_cursor=page.next_cursor)
+    return ModelResponse(
+        schemas.CategoryPage(items=[_category(r) for r in page.items], next_cursor=page.next_cursor)
+    )
 
 
-@router.get("/categories/{category_id}", tags=["categories"])
-async def get_category(category_id: uuid.UUID, tenant: TenantId, uses: Uses) -> schemas.Category:
-    return _category(await uses.get_category(tenant, category_id))
+@router.get("/categories/{category_id}", tags=["categories"], response_model=schemas.Category)
+async def get_category(category_id: uuid.UUID, tenant: TenantId, uses: Uses) -> ModelResponse:
+    return ModelResponse(_category(await uses.get_category(tenant, category_id)))
 
 
-@router.patch("/categories/{category_id}", tags=["categories"])
+@router.patch("/categories/{category_id}", tags=["categories"], response_model=schemas.Category)
 async def update_category(
     category_id: uuid.UUID, body: schemas.CategoryPatch, tenant: TenantId, uses: Uses
-) -> schemas.Category:
-    return _category(await uses.update_category(tenant, category_id, body.changes()))
+) -> ModelResponse:
+    return ModelResponse(_category(await uses.update_category(tenant, category_id, body.changes())))
