@@ -13,7 +13,7 @@ from orders import schemas
 from orders.usecases import OrdersService
 
 
-def _service(request: Request) -> OrdersService:
+async def _service(request: Request) -> OrdersService:  # async: a sync dependency costs a thread hop
     service: OrdersService = request.app.state.orders
     return service
 

@@ -107,60 +107,69 @@ class OrdersService:
             except domain.AmountTooLarge as error:
                 raise Unprocessable(str(error)) from None
 
-            customer_id = await repository.add_order_to_customer(
-                connection, body.customer_email, totals.total
-            )
-            number, created_at = await repository.next_order_number(connection)
-            row = await repository.insert_order(
-                connection,
-                {
-                    "order_number": str(number),
-                    "customer_email": body.customer_email,
-                    "customer_id": customer_id,
-                    "status": domain.PENDING,
-                    "subtotal_amount": totals.subtotal,
-                    "tax_amount": totals.tax,
-                    "shipping_amount": totals.shipping,
-                    "discount_amount": totals.discount,
-                    "total_amount": totals.total,
-                    "currency": body.currency,
-                    "items": [
-                        schemas.OrderItem(
-                            product_id=line.product_id,
-                            name=line.name,
-                            sku=line.sku,
-                            quantity=line.quantity,
-                            unit_price=line.unit_price,
-                            line_total=line.line_total,
-                        ).model_dump(mode="json")
-                        for line in lines
-                    ],
-                    "shipping_address": body.shipping_address,
-                    "billing_address": body.billing_address,
-                    "notes": body.notes,
-                    "created_at": created_at,
-                    "updated_at": created_at,
-                },
-            )
+            order = {
+                "id": uuid.uuid4(),
+                "customer_email": body.customer_email,
+                "status": domain.PENDING,
+                "subtotal_amount": totals.subtotal,
+                "tax_amount": totals.tax,
+                "shipping_amount": totals.shipping,
+                "discount_amount": totals.discount,
+                "total_amount": totals.total,
+                "currency": body.currency,
+                "items": [
+                    schemas.OrderItem(
+                        product_id=line.product_id,
+                        name=line.name,
+                        sku=line.sku,
+                        quantity=line.quantity,
+                        unit_price=line.unit_price,
+                        line_total=line.line_total,
+                    ).model_dump(mode="json")
+                    for line in lines
+                ],
+                "shipping_address": body.shipping_address,
+                "billing_address": body.billing_address,
+                "notes": body.notes,
+            }
+            # Everything above takes no lock; from here on the tenant's other orders wait for our commit.
+            row = await repository.place_order_for_known_customer(connection, order)
+            if row is None:  # a new customer, or the tenant's first order: step by step
+                customer_id = await repository.add_order_to_customer(
+                    connection, body.customer_email, totals.total
+                )
+                number, created_at = await repository.next_order_number(connection)
+                row = await repository.insert_order(
+                    connection,
+                    order
+                    | {
+                        "order_number": str(number),
+                        "customer_id": customer_id,
+                        "created_at": created_at,
+                        "updated_at": created_at,
+                    },
+                )
             event = domain.order_placed(
                 tenant_id,
                 order_id=row.id,
                 order_number=row.order_number,
                 customer_email=row.customer_email,
-                customer_id=customer_id,
+                customer_id=row.customer_id,
                 currency=row.currency,
                 totals=totals,
                 lines=lines,
                 created_at=row.created_at,
             )
             await outbox.record(connection, domain.TOPIC, event)
-            response = Replayable(201, _order(row).model_dump(mode="json"))
-            if key_id is not None:
+            if key_id is not None:  # the stored response must commit with the order
+                response = Replayable(201, _order(row).model_dump(mode="json"))
                 await repository.save_idempotent_response(
                     connection, key_id, response.status_code, response.body
                 )
+                await uow.commit()
+                return response
             await uow.commit()
-        return response
+        return Replayable(201, _order(row).model_dump(mode="json"))  # built after the locks are gone
 
     async def _replay(self, connection: Any, key: str, digest: str) -> Replayable:
         stored = await repository.get_idempotency_key(connection, CREATE_ORDER_SCOPE, key)
