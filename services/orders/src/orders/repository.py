@@ -14,7 +14,20 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, String, bindparam, cast, exists, func, literal_column, select, tuple_, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Row,
+    String,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from tenantschema.tables import customers, idempotency_keys, order_products, orders, sequences
@@ -138,11 +151,13 @@ def _place_order_statement() -> Any:
     customer on the customer row) until commit; each round trip inside that window costs every
     waiting order, so the usual case takes one instead of three. Built once, at import."""
     now = func.clock_timestamp()
-    one = literal_column("1")  # constants as SQL, not anonymous binds (lost by DML-in-CTE caching)
+    one: ColumnElement[int] = literal_column(
+        "1"
+    )  # constants as SQL, not anonymous binds (lost by DML-in-CTE caching)
     # Parameter names carry a prefix: a name equal to a column of an UPDATEd table would be taken by
     # SQLAlchemy as a SET value for it (`id`, `notes` are columns of customers and orders alike).
     email = bindparam("p_customer_email", type_=customers.c.email.type)
-    sequence_name = bindparam("p_sequence_name")
+    sequence_name: BindParameter[str] = bindparam("p_sequence_name")
     counted = (
         update(customers)
         # Only when the sequence exists too (rows of it are never deleted): all or nothing is written.
