@@ -76,6 +76,14 @@ class UnitOfWork:
     def committed(self) -> bool:
         return self._done
 
+    @property
+    def driver(self) -> asyncpg.Connection:
+        """The asyncpg connection under `connection`: same transaction, same tenant context. For hot
+        paths where SQLAlchemy's per-statement work would cost more than the query (compile the
+        statement once, e.g. `statement.compile(dialect=postgresql.asyncpg.dialect())`)."""
+        driver: asyncpg.Connection = self._driver
+        return driver
+
     async def commit(self) -> None:
         if self._done:
             raise RuntimeError("unit of work already finished")

@@ -61,9 +61,9 @@ class Catalog:
             await uow.commit()
         return rows
 
-    async def get_product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> Row:
+    async def get_product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> Mapping[str, Any]:
         async with self._tdb.unit_of_work(tenant_id, readonly=True) as uow:
-            row = await repository.get_product(uow.connection, product_id)
+            row = await repository.get_product(uow.driver, product_id)
         if row is None:
             raise NotFound(f"no product {product_id}")
         return row
