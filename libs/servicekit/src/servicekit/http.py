@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit.counting import RequestCounter
+from servicekit.logs import REQUEST_CONTEXT
 from servicekit.problems import BadRequest, problem_response
 
 TENANT_HEADER = "X-Tenant-ID"
@@ -54,27 +55,36 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        # ASGI header names are lower-case bytes: pick the three we need in one pass, decode only those.
+        request_id = raw_tenant = length = None
+        for name, value in scope["headers"]:
+            if name == b"x-tenant-id":
+                raw_tenant = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value.decode("latin-1")
+            elif name == b"x-request-id":
+                request_id = value.decode("latin-1")
+        request_id = request_id or uuid.uuid4().hex
         tenant: uuid.UUID | None = None
-        raw_tenant = headers.get("x-tenant-id")
         if raw_tenant:
             try:
                 tenant = uuid.UUID(raw_tenant)
             except ValueError:
                 tenant = None
-        structlog.contextvars.bind_contextvars(
-            request_id=request_id, tenant_id=str(tenant) if tenant else None
+        context = REQUEST_CONTEXT.set(
+            {"request_id": request_id, "tenant_id": str(tenant) if tenant else None}
         )
         if tenant is not None and self.counter is not None:
             self.counter.add(tenant)
 
-        length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             response = problem_response(
                 413, "Payload Too Large", f"the request body exceeds {self.max_body} bytes"
             )
-            await response(scope, receive, send)
+            try:
+                await response(scope, receive, send)
+            finally:
+                REQUEST_CONTEXT.reset(context)
             return
 
         received = 0
@@ -99,7 +109,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, limited_receive if length is None else receive, send_with_request_id)
         finally:
-            structlog.contextvars.unbind_contextvars("request_id", "tenant_id")
+            REQUEST_CONTEXT.reset(context)
         if too_large:
             structlog.get_logger().warning("request body over the limit", limit=self.max_body)
 
