@@ -114,11 +114,14 @@ async def next_order_number(connection: AsyncConnection) -> tuple[int, datetime]
 # the product read model
 
 
+_PRODUCTS_BY_ID = select(order_products).where(order_products.c.id.in_(bindparam("ids", expanding=True)))
+
+
 async def products_by_id(
     connection: AsyncConnection, product_ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, CatalogProduct]:
     ids = list(set(product_ids))
-    rows = (await connection.execute(select(order_products).where(order_products.c.id.in_(ids)))).all()
+    rows = (await connection.execute(_PRODUCTS_BY_ID, {"ids": ids})).all()
     return {
         row.id: CatalogProduct(row.id, row.name, row.sku, row.price, row.status, row.deleted) for row in rows
     }
