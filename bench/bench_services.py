@@ -32,7 +32,7 @@ from bench import Measure
 BENCHMARKS = ("services.get_product", "services.post_order")
 
 PRODUCTS = 1000
-RUNS = 3
+RUNS = 5  # alternating bare/ours; the median damps the machine's drift (the bare app alone moves ±10 %)
 DURATION_S = 6
 CONNECTIONS = 32
 
