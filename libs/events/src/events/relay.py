@@ -127,7 +127,7 @@ class OutboxRelay:
                 self._sweep_requested = False
                 next_sweep = now + self._interval
             try:
-                _, busy = await self._pass(only)
+                busy = await self._pass(only)
                 backoff = self._interval
             except asyncio.CancelledError:
                 raise
@@ -148,14 +148,9 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_sweep - time.monotonic()))
 
-    async def run_once(self) -> int:
-        """One pass over every source; returns how many events were published."""
-        published, _ = await self._pass(None)
-        return published
-
-    async def _pass(self, only: set[str] | None) -> tuple[int, set[str]]:
-        """Drain the sources named in `only` (None: all): how many events were published, and which
-        sources filled a whole batch (more may be waiting there)."""
+    async def _pass(self, only: set[str] | None) -> set[str]:
+        """Drain the sources named in `only` (None: all); returns those that filled a whole batch
+        (more may be waiting there)."""
         self._passes += 1
         total = 0
         busy: set[str] = set()
@@ -191,7 +186,7 @@ class OutboxRelay:
         LAG.set(total)
         if failure is not None and total == 0:
             raise failure
-        return total, busy
+        return busy
 
     async def _drain(self, source: Source) -> int:
         async with source.engine.connect() as connection:

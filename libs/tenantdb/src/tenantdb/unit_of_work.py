@@ -73,10 +73,6 @@ class UnitOfWork:
         self._done = False
 
     @property
-    def committed(self) -> bool:
-        return self._done
-
-    @property
     def driver(self) -> asyncpg.Connection:
         """The asyncpg connection under `connection`: same transaction, same tenant context. For hot
         paths where SQLAlchemy's per-statement work would cost more than the query (compile the
@@ -212,10 +208,7 @@ class TenantDB:
 
     async def placement(self, tenant_id: uuid.UUID) -> Placement:
         """The tenant's placement; TenantNotFound / TenantUnavailable when there is none to use."""
-        placement = await self.directory.get(tenant_id)
-        if placement.status != AVAILABLE_STATUS:
-            raise TenantUnavailable(tenant_id, placement.status)
-        return placement
+        return _available(await self.directory.get(tenant_id))
 
     def unit_of_work(self, tenant_id: uuid.UUID | str, *, readonly: bool = False) -> UnitOfWork:
         """A transaction on the tenant's current placement: `async with tdb.unit_of_work(t) as uow`.
@@ -237,9 +230,7 @@ class TenantDB:
         fenced_since: float | None = None
         backoff = 0.02
         while True:
-            placement = await self.directory.get(tenant_id)
-            if placement.status != AVAILABLE_STATUS:
-                raise TenantUnavailable(tenant_id, placement.status)
+            placement = _available(await self.directory.get(tenant_id))
             shared = placement.is_shared
             connection = await (self.shared_engine if shared else self.engine_for(placement)).connect()
             # Already checked out: reading it needs no I/O, so no greenlet hop (get_raw_connection has one).
@@ -280,6 +271,12 @@ class TenantDB:
         acquire_seconds.observe(time.perf_counter() - started)
         routed.inc()
         uow.placement, uow.connection, uow._driver = placement, connection, driver
+
+
+def _available(placement: Placement) -> Placement:
+    if placement.status != AVAILABLE_STATUS:
+        raise TenantUnavailable(placement.tenant_id, placement.status)
+    return placement
 
 
 async def _close_after_failure(connection: AsyncConnection, driver: Any) -> None:
