@@ -70,7 +70,11 @@ test-unit: install
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
 
 # Benchmarks start the service processes they measure; the stack's own would only add noise.
+# wrk drives the services benchmarks (a Python load generator saturates before the servers do).
 bench: install
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends wrk </dev/null; \
+	  else echo "make bench needs wrk: apt-get install wrk" >&2; exit 1; fi; }
 	DEVSTACK_SERVICES=none $(PY) -m devstack up
 	DEVSTACK_SERVICES=none $(PY) -m bench $(BENCH)
 
