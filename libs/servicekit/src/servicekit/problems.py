@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from tenantdb import TenantMoving, TenantNotFound, TenantUnavailable
 
 from servicekit import errors
@@ -86,9 +87,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem_response(422, "Unprocessable Content", detail, request, errors=errors)
 
+    # Starlette's, the base of FastAPI's: the router raises it for unknown routes (404) and methods (405).
     @app.exception_handler(HTTPException)
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
-        return problem_response(error.status_code, str(error.detail), str(error.detail), request)
+        response = problem_response(error.status_code, str(error.detail), str(error.detail), request)
+        response.headers.update(error.headers or {})  # 405's Allow
+        return response
 
     @app.exception_handler(TenantNotFound)
     async def _unknown_tenant(request: Request, error: TenantNotFound) -> JSONResponse:
