@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from events import topics
 from events.envelope import Envelope
+from events.models import PlacementChanged
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from tenantdb import TenantDB
@@ -24,7 +25,9 @@ def _event(tenant: uuid.UUID, event_type: str = "tenant.placement_changed") -> E
         event_type=event_type,
         tenant_id=tenant,
         producer="tests",
-        data={"tenant_type": "dedicated", "placement_epoch": 2},
+        data=PlacementChanged(
+            tenant_id=tenant, tenant_type="dedicated", database_name=f"tenant_{tenant.hex}", placement_epoch=2
+        ).model_dump(mode="json"),
     )
 
 
@@ -86,3 +89,4 @@ async def test_unrelated_events_keep_the_cache(tdb: TenantDB, make_tenant: MakeT
     assert not handle_tenant_event(tdb.directory, {"event_type": "tenant.placement_changed"})
     assert handle_tenant_event(tdb.directory, _event(tenant).model_dump(mode="json"))
     assert not await _cached(tdb, tenant)
+    assert tdb.directory._min_epoch[tenant] == 2  # the announced epoch, read through PlacementChanged

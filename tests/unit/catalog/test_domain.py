@@ -1,4 +1,4 @@
-"""The catalog's rules, without I/O: product events, the category cycle rule, cursors."""
+"""The catalog's rules, without I/O: product events, the category cycle rule, request models."""
 
 from __future__ import annotations
 
@@ -67,42 +67,6 @@ def test_category_cycle_rule() -> None:
     assert not domain.creates_cycle(c, [a])  # c up to the root: fine
     assert not domain.creates_cycle(a, [d])  # a under another tree
     assert not domain.creates_cycle(d, [c, b, a])
-
-
-def test_cursors_round_trip() -> None:
-    when = datetime(2025, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
-    ident = uuid.uuid4()
-    cursor = domain.encode_cursor(domain.BY_CREATED, [when.isoformat(), str(ident)])
-    assert "=" not in cursor
-    assert domain.created_key(cursor) == (when, ident)
-    rank = 0.0607927106320858
-    assert domain.rank_key(domain.encode_cursor(domain.BY_RANK, [rank, str(ident)])) == (rank, ident)
-    assert domain.position_key(domain.encode_cursor(domain.BY_POSITION, [3, "lamps"])) == (3, "lamps")
-
-
-@pytest.mark.parametrize(
-    "cursor",
-    [
-        "!!!",
-        "bm90IGpzb24",  # "not json"
-        domain.encode_cursor(domain.BY_RANK, [0.5, str(uuid.uuid4())]),  # another listing's
-        domain.encode_cursor(domain.BY_CREATED, ["yesterday", str(uuid.uuid4())]),
-        domain.encode_cursor(domain.BY_CREATED, ["2025-01-01T00:00:00", str(uuid.uuid4())]),  # naive
-        domain.encode_cursor(domain.BY_CREATED, [datetime.now(UTC).isoformat(), "nope"]),
-        domain.encode_cursor(domain.BY_CREATED, [datetime.now(UTC).isoformat()]),
-        "é",
-    ],
-)
-def test_bad_cursors_are_refused(cursor: str) -> None:
-    with pytest.raises(domain.InvalidCursor):
-        domain.created_key(cursor)
-
-
-def test_bad_rank_and_position_cursors_are_refused() -> None:
-    with pytest.raises(domain.InvalidCursor):
-        domain.rank_key(domain.encode_cursor(domain.BY_RANK, [True, str(uuid.uuid4())]))
-    with pytest.raises(domain.InvalidCursor):
-        domain.position_key(domain.encode_cursor(domain.BY_POSITION, ["3", "x"]))
 
 
 def test_prices_have_two_places_and_serialise_as_strings() -> None:

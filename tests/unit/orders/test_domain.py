@@ -1,4 +1,4 @@
-"""The orders' rules without I/O: status transitions, pricing, totals, events, cursors, request hashes."""
+"""The orders' rules without I/O: status transitions, pricing, totals, events, request hashes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import pytest
 from events.models import OrderPlaced, OrderStatusChanged
 from orders import domain, schemas
 from orders.usecases import request_hash
-from servicekit.pagination import decode_cursor, encode_cursor
-from servicekit.problems import Unprocessable
 
 ALLOWED = {
     ("pending", "confirmed"),
@@ -150,14 +148,6 @@ def test_status_changed_event() -> None:
         "confirmed",
         at,
     )
-
-
-def test_cursor_round_trip_and_garbage() -> None:
-    at, oid = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC), uuid.uuid4()
-    assert decode_cursor(encode_cursor(at, oid)) == (at, oid)
-    for garbage in ("", "!!!", "e30", "WyJ4IiwieSJd", encode_cursor(at, oid)[:-3]):
-        with pytest.raises(Unprocessable):
-            decode_cursor(garbage)
 
 
 def test_request_hash_ignores_formatting_but_not_content() -> None:

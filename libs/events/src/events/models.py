@@ -40,6 +40,8 @@ class PlanChanged(EventData):
 
 
 class PlacementChanged(EventData):
+    """tenant.placement_changed (the migrator's cutover): where the tenant lives from now on."""
+
     tenant_id: uuid.UUID
     tenant_type: Literal["shared", "dedicated"]
     database_name: str | None
@@ -90,26 +92,9 @@ class OrderStatusChanged(EventData):
 
 # usage.requests.v1
 class RequestsCounted(EventData):
+    """api.requests_counted: a service's count of one tenant's requests over a window."""
+
     service: str
     count: int
     window_start: datetime
     window_end: datetime
-
-
-EVENT_TYPES: dict[str, str] = {
-    "tenant.created": "tenancy.tenants.v1",
-    "tenant.updated": "tenancy.tenants.v1",
-    "tenant.plan_changed": "tenancy.tenants.v1",
-    "tenant.placement_changed": "tenancy.tenants.v1",
-    "tenant.deleted": "tenancy.tenants.v1",
-    "product.created": "catalog.products.v1",
-    "product.updated": "catalog.products.v1",
-    "product.deleted": "catalog.products.v1",
-    "order.placed": "orders.orders.v1",
-    "order.status_changed": "orders.orders.v1",
-    "api.requests_counted": "usage.requests.v1",
-    "tenant.threshold_crossed": "usage.thresholds.v1",
-    "migration.started": "migrator.migrations.v1",
-    "migration.completed": "migrator.migrations.v1",
-    "migration.failed": "migrator.migrations.v1",
-}

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import structlog
 from events import topics
 from events.envelope import Envelope
+from events.models import RequestsCounted
 from faststream.kafka import KafkaBroker
 
 log = structlog.get_logger("servicekit.counting")
@@ -67,12 +68,9 @@ class RequestCounter:
                     event_type="api.requests_counted",
                     tenant_id=tenant_id,
                     producer=self._service,
-                    data={
-                        "service": self._service,
-                        "count": count,
-                        "window_start": start.isoformat(),
-                        "window_end": end.isoformat(),
-                    },
+                    data=RequestsCounted(
+                        service=self._service, count=count, window_start=start, window_end=end
+                    ).model_dump(mode="json"),
                 )
                 await self._broker.publish(event.to_json(), topic=topics.REQUESTS, key=event.key())
                 del counts[tenant_id]

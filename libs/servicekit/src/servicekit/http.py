@@ -4,10 +4,11 @@ and request counting (pure ASGI: BaseHTTPMiddleware would cost every request a t
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import structlog
-from fastapi import Depends, Header, Response
+from fastapi import Depends, Header, Request, Response
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +31,19 @@ async def tenant_id_header(
 
 
 TenantId = Annotated[uuid.UUID, Depends(tenant_id_header)]
+
+U = TypeVar("U")
+
+
+def usecases(kind: type[U]) -> Callable[[Request], Awaitable[U]]:
+    """The dependency giving routes the service's use-case object (`app.state.usecases`, set by the
+    servicekit factory): `Uses = Annotated[Catalog, Depends(usecases(Catalog))]`."""
+
+    async def of_app(request: Request) -> U:  # async: a sync dependency costs a thread hop
+        found: U = request.app.state.usecases
+        return found
+
+    return of_app
 
 
 class ModelResponse(Response):
@@ -112,8 +126,3 @@ class RequestContextMiddleware:
             REQUEST_CONTEXT.reset(context)
         if too_large:
             structlog.get_logger().warning("request body over the limit", limit=self.max_body)
-
-
-def client_ip(scope: dict[str, Any]) -> str | None:
-    client = scope.get("client")
-    return client[0] if client else None

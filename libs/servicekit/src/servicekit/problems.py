@@ -1,14 +1,20 @@
-"""RFC 9457 problem details: one exception family and one handler set for every service."""
+"""RFC 9457 problem details: one handler set for every service, and the one place where domain errors
+(servicekit.errors, raised by use cases) and tenantdb's routing errors get their HTTP status.
+
+`Problem` is for the HTTP layer itself (a malformed header); use cases raise `servicekit.errors`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from tenantdb import TenantMoving, TenantNotFound, TenantUnavailable
+
+from servicekit import errors
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("servicekit.problems")
@@ -28,28 +34,22 @@ class BadRequest(Problem):
     status, title = 400, "Bad Request"
 
 
-class Forbidden(Problem):
-    status, title = 403, "Forbidden"
+# The first class of an error's MRO found here gives its status and title (subclasses inherit theirs).
+DOMAIN_STATUS: dict[type[errors.DomainError], tuple[int, str]] = {
+    errors.InvalidCursor: (400, "Bad Request"),
+    errors.NotFound: (404, "Not Found"),
+    errors.Conflict: (409, "Conflict"),
+    errors.Invalid: (422, "Unprocessable Content"),
+    errors.DomainError: (422, "Unprocessable Content"),
+}
 
 
-class NotFound(Problem):
-    status, title = 404, "Not Found"
-
-
-class Conflict(Problem):
-    status, title = 409, "Conflict"
-
-
-class PayloadTooLarge(Problem):
-    status, title = 413, "Payload Too Large"
-
-
-class Unprocessable(Problem):
-    status, title = 422, "Unprocessable Content"
-
-
-class Unavailable(Problem):
-    status, title = 503, "Service Unavailable"
+def domain_status(error: errors.DomainError) -> tuple[int, str]:
+    for kind in type(error).__mro__:
+        found = DOMAIN_STATUS.get(kind)
+        if found is not None:
+            return found
+    return 422, "Unprocessable Content"  # not reachable: DomainError is in every MRO here
 
 
 def problem_response(
@@ -73,6 +73,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _problem(request: Request, error: Problem) -> JSONResponse:
         return problem_response(error.status, error.title, error.detail, request, **error.extra)
 
+    @app.exception_handler(errors.DomainError)
+    async def _refused(request: Request, error: errors.DomainError) -> JSONResponse:
+        status, title = domain_status(error)
+        return problem_response(status, title, error.detail, request, **error.extra)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         errors = [
@@ -82,9 +87,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem_response(422, "Unprocessable Content", detail, request, errors=errors)
 
+    # Starlette's, the base of FastAPI's: the router raises it for unknown routes (404) and methods (405).
     @app.exception_handler(HTTPException)
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
-        return problem_response(error.status_code, str(error.detail), str(error.detail), request)
+        response = problem_response(error.status_code, str(error.detail), str(error.detail), request)
+        response.headers.update(error.headers or {})  # 405's Allow
+        return response
 
     @app.exception_handler(TenantNotFound)
     async def _unknown_tenant(request: Request, error: TenantNotFound) -> JSONResponse:

@@ -1,10 +1,20 @@
-"""Settings every service shares; each service subclasses this with its own fields and port."""
+"""Settings every service shares. A service's settings class adds only its own fields (and its name
+and port defaults); tenantdb's settings are composed from these, never inherited.
+
+Environment variables have the fields' names, without a prefix (CONTRACT.md §1: every setting is
+overridable by a variable of the same name): PLATFORM_DATABASE_URL, PORT, OUTBOX_RELAY_ENABLED, ...
+tenantdb's own tuning (SHARED_POOL_SIZE, DIRECTORY_TTL_SECONDS, FENCE_READS, PGBOUNCER, ...) is read
+from the same environment by TenantDBSettings when `tenantdb_settings()` builds it.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from tenantdb import TenantDBSettings
 
 
 class ServiceSettings(BaseSettings):
@@ -37,3 +47,16 @@ class ServiceSettings(BaseSettings):
         if make_url(value).get_backend_name() != "postgresql":
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    def tenantdb_settings(self, **overrides: Any) -> TenantDBSettings:
+        """tenantdb's settings: the URLs and secret from here, connections named after the service,
+        the rest (pools, TTLs) from the environment; `overrides` win (tests)."""
+        values: dict[str, Any] = {
+            "platform_database_url": self.platform_database_url,
+            "shared_database_url": self.shared_database_url,
+            "dedicated_password_secret": self.dedicated_password_secret,
+            "dedicated_database_url_template": self.dedicated_database_url_template,
+            "application_name": self.service_name,
+        }
+        # Unset ones are left to TenantDBSettings, which reads the environment for them.
+        return TenantDBSettings(**({k: v for k, v in values.items() if v is not None} | overrides))

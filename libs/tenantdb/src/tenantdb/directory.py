@@ -55,11 +55,6 @@ class TenantDirectory:
         _MISSES.inc()
         return await self._load(tenant_id)
 
-    async def refresh(self, tenant_id: uuid.UUID) -> Placement:
-        """The placement as the platform database says it now, bypassing the cache."""
-        self._entries.pop(tenant_id, None)
-        return await self._load(tenant_id)
-
     def invalidate(self, tenant_id: uuid.UUID, *, epoch: int | None = None, reason: str = "event") -> None:
         self._entries.pop(tenant_id, None)
         self.generation += 1

@@ -11,16 +11,19 @@ from typing import Any
 
 import structlog
 from events import topics
+from events.models import PlacementChanged
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
 
 from tenantdb.directory import TenantDirectory
 
 log = structlog.get_logger("tenantdb.subscriber")
 
+PLACEMENT_CHANGED = "tenant.placement_changed"
 # Events after which a cached placement (type, database, status) may be wrong.
 INVALIDATING_EVENTS = frozenset(
-    {"tenant.placement_changed", "tenant.updated", "tenant.deleted", "tenant.plan_changed"}
+    {PLACEMENT_CHANGED, "tenant.updated", "tenant.deleted", "tenant.plan_changed"}
 )
 
 
@@ -33,10 +36,24 @@ def handle_tenant_event(directory: TenantDirectory, body: Any) -> bool:
     except (KeyError, ValueError):
         log.warning("tenant event without a valid tenant_id ignored", event_id=body.get("event_id"))
         return False
-    data = body.get("data")
-    epoch = data.get("placement_epoch") if isinstance(data, dict) else None
-    directory.invalidate(tenant_id, epoch=epoch if isinstance(epoch, int) else None, reason="event")
+    directory.invalidate(tenant_id, epoch=_epoch(body), reason="event")
     return True
+
+
+def _epoch(body: dict[str, Any]) -> int | None:
+    """The placement epoch the event announces, if it carries a valid one: reads of an older row are
+    then not cached. Without one the entry is still dropped (dropping is always safe)."""
+    data = body.get("data")
+    if not isinstance(data, dict):
+        return None
+    if body.get("event_type") == PLACEMENT_CHANGED:
+        try:
+            return PlacementChanged.model_validate(data).placement_epoch
+        except ValidationError:
+            log.warning("tenant.placement_changed with malformed data", event_id=body.get("event_id"))
+            return None
+    epoch = data.get("placement_epoch")  # tenant.updated and friends carry TenantData
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
 
 def mount_directory_invalidation(broker: KafkaBroker, directory: TenantDirectory) -> None:

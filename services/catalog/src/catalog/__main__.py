@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uvicorn
+from servicekit.app import run
 
 from catalog.app import create_app
 from catalog.settings import get_settings
@@ -10,7 +10,7 @@ from catalog.settings import get_settings
 
 def main() -> None:
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    run(create_app(settings, freeze_gc=True), settings)
 
 
 if __name__ == "__main__":

@@ -5,21 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
-from servicekit.http import ModelResponse, TenantId
+from fastapi import APIRouter, Depends, Query, Response, status
+from servicekit.http import ModelResponse, TenantId, usecases
+from servicekit.pagination import Cursor, Limit
 
 from catalog import schemas
 from catalog.repository import Row
 from catalog.usecases import Catalog
 
-
-async def _catalog(request: Request) -> Catalog:
-    catalog: Catalog = request.app.state.catalog
-    return catalog
-
-
-Uses = Annotated[Catalog, Depends(_catalog)]
-Limit = Annotated[int, Query(ge=1, le=200)]
+Uses = Annotated[Catalog, Depends(usecases(Catalog))]
 
 router = APIRouter(prefix="/v1")
 
@@ -54,7 +48,7 @@ async def list_products(
     q: Annotated[str | None, Query(max_length=500)] = None,
     category_id: uuid.UUID | None = None,
     limit: Limit = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> ModelResponse:
     page = await uses.list_products(
         tenant, status=status, q=q, category_id=category_id, limit=limit, cursor=cursor
@@ -92,7 +86,7 @@ async def create_category(body: schemas.CategoryCreate, tenant: TenantId, uses: 
 
 @router.get("/categories", tags=["categories"], response_model=schemas.CategoryPage)
 async def list_categories(
-    tenant: TenantId, uses: Uses, limit: Limit = 50, cursor: str | None = None
+    tenant: TenantId, uses: Uses, limit: Limit = 50, cursor: Cursor = None
 ) -> ModelResponse:
     page = await uses.list_categories(tenant, limit=limit, cursor=cursor)
     return ModelResponse(

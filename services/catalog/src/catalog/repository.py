@@ -2,18 +2,20 @@
 
 The same statements run on both placements: on the shared database `tenant_id` is filled by its
 default from the transaction's tenant context and Row Level Security filters every statement.
-Constraint violations come back as `UniqueViolation` / `ForeignKeyViolation` naming the column.
+Constraint violations come back as servicekit.db's `UniqueViolation` / `ForeignKeyViolation` naming
+the column.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+from servicekit.db import constraint_errors
 from sqlalchemy import (
     REAL,
     ColumnElement,
@@ -29,7 +31,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from tenantschema.tables import product_categories as categories
 from tenantschema.tables import products
@@ -46,18 +47,6 @@ SEARCH_DOCUMENT: ColumnElement[Any] = literal_column(
 )
 
 
-class UniqueViolation(Exception):
-    def __init__(self, column: str) -> None:
-        super().__init__(column)
-        self.column = column
-
-
-class ForeignKeyViolation(Exception):
-    def __init__(self, column: str) -> None:
-        super().__init__(column)
-        self.column = column
-
-
 # Constraint names on either placement (shared ones are tenant-scoped: `<table>_tenant_id_<col>_key`).
 _UNIQUE = {
     "products_sku_key": "sku",
@@ -68,19 +57,9 @@ _UNIQUE = {
 _FOREIGN = {"products_category_id_fkey": "category_id", "product_categories_parent_id_fkey": "parent_id"}
 
 
-@contextmanager
-def constraint_errors() -> Iterator[None]:
-    """Turn the constraint violations the use cases answer for into named errors."""
-    try:
-        yield
-    except IntegrityError as error:
-        cause = error.orig.__cause__ if error.orig is not None else None
-        constraint = getattr(cause, "constraint_name", None) or ""
-        if constraint in _UNIQUE:
-            raise UniqueViolation(_UNIQUE[constraint]) from error
-        if constraint in _FOREIGN:
-            raise ForeignKeyViolation(_FOREIGN[constraint]) from error
-        raise
+def _constraint_errors() -> AbstractContextManager[None]:
+    """Violations of the constraints above as servicekit.db's UniqueViolation / ForeignKeyViolation."""
+    return constraint_errors(_UNIQUE, _FOREIGN)
 
 
 def _bumped_updated_at(column: Any) -> ColumnElement[Any]:
@@ -100,7 +79,7 @@ def _json_values(values: Mapping[str, Any]) -> dict[str, Any]:
 async def insert_products(connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> list[Row]:
     """Insert rows (all with the same keys) in one statement; returns them in the given order."""
     statement = insert(products).returning(*PRODUCT_COLUMNS, sort_by_parameter_order=True)
-    with constraint_errors():
+    with _constraint_errors():
         if len(rows) == 1:
             result = await connection.execute(statement.values(_json_values(rows[0])))
         else:
@@ -133,7 +112,7 @@ async def update_product(
         .values(**_json_values(changes), updated_at=_bumped_updated_at(products.c.updated_at))
         .returning(*PRODUCT_COLUMNS)
     )
-    with constraint_errors():
+    with _constraint_errors():
         row = (await connection.execute(statement)).first()
     return row._mapping if row is not None else None
 
@@ -202,7 +181,7 @@ async def search_products(
 
 async def insert_category(connection: AsyncConnection, values: Mapping[str, Any]) -> Row:
     statement = insert(categories).values(**values).returning(*CATEGORY_COLUMNS)
-    with constraint_errors():
+    with _constraint_errors():
         return (await connection.execute(statement)).one()._mapping
 
 
@@ -220,7 +199,7 @@ async def update_category(
         .values(**changes, updated_at=_bumped_updated_at(categories.c.updated_at))
         .returning(*CATEGORY_COLUMNS)
     )
-    with constraint_errors():
+    with _constraint_errors():
         row = (await connection.execute(statement)).first()
     return row._mapping if row is not None else None
 

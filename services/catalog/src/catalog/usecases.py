@@ -1,44 +1,43 @@
 """What the catalog does. Each write opens one unit of work on the tenant's placement, applies the
 rules, writes rows and records their events in the outbox in the same transaction, commits (which
 wakes the outbox relay for that database: tenantdb's on_commit). A refused request rolls back:
-nothing written, nothing emitted."""
+nothing written, nothing emitted. Refusals are servicekit.errors (mapped to problem details in one
+place, servicekit.problems)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from events import outbox, topics
-from servicekit.problems import Conflict, NotFound, Unprocessable
+from servicekit.db import ForeignKeyViolation, UniqueViolation
+from servicekit.errors import AlreadyExists, Conflict, Invalid, NotFound
+from servicekit.pagination import INT4, Keyset, Page, Real, Text, Timestamp, Uuid
 from tenantdb import TenantDB
 
 from catalog import domain, repository
-from catalog.repository import ForeignKeyViolation, Row, UniqueViolation
+from catalog.repository import Row
+
+# The listings' orders; a cursor is valid only for the listing that issued it.
+NEWEST_PRODUCTS: Keyset[Row] = Keyset(
+    "products", (Timestamp(), Uuid()), lambda row: (row["created_at"], row["id"])
+)  # (created_at DESC, id DESC)
+BEST_MATCHES: Keyset[Row] = Keyset(
+    "products.search", (Real(), Uuid()), lambda row: (row["rank"], row["id"])
+)  # with q: (ts_rank DESC, id DESC)
+CATEGORIES: Keyset[Row] = Keyset(
+    "categories", (INT4, Text(max_length=100)), lambda row: (row["position"], row["slug"])
+)  # (position ASC, slug ASC); slug is unique in a tenant
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[Row]
-    next_cursor: str | None
+def _unknown_reference(error: ForeignKeyViolation) -> Invalid:
+    what = "category" if error.field == "category_id" else "parent category"
+    return Invalid.of_field(error.field, f"no such {what}", "unknown_reference")
 
 
-def _invalid(field: str, message: str, kind: str) -> Unprocessable:
-    return Unprocessable(f"{field}: {message}", errors=[{"field": field, "message": message, "type": kind}])
-
-
-def _unknown_reference(error: ForeignKeyViolation) -> Unprocessable:
-    what = "category" if error.column == "category_id" else "parent category"
-    return _invalid(error.column, f"no such {what}", "unknown_reference")
-
-
-def _taken(error: UniqueViolation, what: str) -> Conflict:
-    return Conflict(f"a {what} with this {error.column} already exists", field=error.column)
-
-
-def _bad_cursor(error: domain.InvalidCursor) -> Unprocessable:
-    return _invalid("cursor", str(error), "invalid_cursor")
+def _taken(error: UniqueViolation, what: str) -> AlreadyExists:
+    return AlreadyExists(f"a {what} with this {error.field} already exists", field=error.field)
 
 
 class Catalog:
@@ -105,44 +104,27 @@ class Catalog:
         category_id: uuid.UUID | None,
         limit: int,
         cursor: str | None,
-    ) -> Page:
+    ) -> Page[Row]:
         """Without `q`: newest first. With `q`: best match first (ts_rank, then id), keyset-paged too,
         so a page never costs an OFFSET scan. A cursor is valid only for the listing that issued it."""
         search = q.strip() if q else ""
+        keyset = BEST_MATCHES if search else NEWEST_PRODUCTS
+        after = keyset.decode(cursor)  # before any I/O: a bad cursor costs no connection
         async with self._tdb.unit_of_work(tenant_id, readonly=True) as uow:
-            try:
-                if search:
-                    rank_after = domain.rank_key(cursor) if cursor else None
-                    rows = await repository.search_products(
-                        uow.connection,
-                        q=search,
-                        status=status,
-                        category_id=category_id,
-                        limit=limit + 1,
-                        after=rank_after,
-                    )
-                else:
-                    created_after = domain.created_key(cursor) if cursor else None
-                    rows = await repository.list_products(
-                        uow.connection,
-                        status=status,
-                        category_id=category_id,
-                        limit=limit + 1,
-                        after=created_after,
-                    )
-            except domain.InvalidCursor as error:
-                raise _bad_cursor(error) from None
-        items, more = rows[:limit], len(rows) > limit
-        next_cursor = None
-        if more:
-            last = items[-1]
             if search:
-                next_cursor = domain.encode_cursor(domain.BY_RANK, [last["rank"], str(last["id"])])
-            else:
-                next_cursor = domain.encode_cursor(
-                    domain.BY_CREATED, [last["created_at"].isoformat(), str(last["id"])]
+                rows = await repository.search_products(
+                    uow.connection,
+                    q=search,
+                    status=status,
+                    category_id=category_id,
+                    limit=limit + 1,
+                    after=after,
                 )
-        return Page(items, next_cursor)
+            else:
+                rows = await repository.list_products(
+                    uow.connection, status=status, category_id=category_id, limit=limit + 1, after=after
+                )
+        return Page(*keyset.page(rows, limit))
 
     # --- categories -------------------------------------------------------------------------------
 
@@ -177,7 +159,7 @@ class Catalog:
                     raise NotFound(f"no category {category_id}")
                 ancestry = await repository.ancestry(uow.connection, parent)
                 if not ancestry:
-                    raise _invalid("parent_id", "no such parent category", "unknown_reference")
+                    raise Invalid.of_field("parent_id", "no such parent category", "unknown_reference")
                 if domain.creates_cycle(category_id, ancestry):
                     raise Conflict("the category would become its own ancestor", field="parent_id")
             try:
@@ -191,15 +173,8 @@ class Catalog:
             await uow.commit()
         return row
 
-    async def list_categories(self, tenant_id: uuid.UUID, *, limit: int, cursor: str | None) -> Page:
+    async def list_categories(self, tenant_id: uuid.UUID, *, limit: int, cursor: str | None) -> Page[Row]:
+        after = CATEGORIES.decode(cursor)
         async with self._tdb.unit_of_work(tenant_id, readonly=True) as uow:
-            try:
-                after = domain.position_key(cursor) if cursor else None
-            except domain.InvalidCursor as error:
-                raise _bad_cursor(error) from None
             rows = await repository.list_categories(uow.connection, limit=limit + 1, after=after)
-        items, more = rows[:limit], len(rows) > limit
-        next_cursor = None
-        if more:
-            next_cursor = domain.encode_cursor(domain.BY_POSITION, [items[-1]["position"], items[-1]["slug"]])
-        return Page(items, next_cursor)
+        return Page(*CATEGORIES.page(rows, limit))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uvicorn
+from servicekit.app import run
 
 from orders.app import create_app
 from orders.settings import get_settings
@@ -10,7 +10,7 @@ from orders.settings import get_settings
 
 def main() -> None:
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    run(create_app(settings, freeze_gc=True), settings)
 
 
 if __name__ == "__main__":

@@ -5,20 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
-from servicekit.http import TenantId
+from servicekit.http import TenantId, usecases
+from servicekit.pagination import Cursor, Limit
 
 from orders import schemas
 from orders.usecases import OrdersService
 
-
-async def _service(request: Request) -> OrdersService:  # async: a sync dependency costs a thread hop
-    service: OrdersService = request.app.state.orders
-    return service
-
-
-Service = Annotated[OrdersService, Depends(_service)]
+Service = Annotated[OrdersService, Depends(usecases(OrdersService))]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
 
 router = APIRouter(prefix="/v1", tags=["orders"])
@@ -59,8 +54,8 @@ async def list_orders(
     service: Service,
     status: schemas.Status | None = None,
     customer_email: str | None = Query(None, max_length=255),
-    limit: int = Query(50, ge=1, le=200),
-    cursor: str | None = Query(None, max_length=500),
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> schemas.OrderPage:
     return await service.list_orders(
         tenant_id,

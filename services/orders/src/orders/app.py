@@ -1,17 +1,13 @@
-"""The composition root: everything the orders service runs is built here and handed down."""
+"""The composition root of orders: the servicekit factory with the orders' routes, use cases,
+subscriptions and topic."""
 
 from __future__ import annotations
 
 from events import topics
-from events.envelope import Envelope
 from fastapi import FastAPI
-from servicekit.app import Runtime, build_broker, create_service_app, tenant_outbox_relay
-from servicekit.counting import RequestCounter
-from servicekit.health import database_check, kafka_check
-from servicekit.logs import configure_logging
-from tenantdb import TenantDB
-from tenantdb.subscriber import mount_directory_invalidation
+from servicekit.app import Publication, create_tenant_service
 
+import orders
 from orders import api, consumers
 from orders.settings import OrdersSettings, get_settings
 from orders.usecases import OrdersService
@@ -19,44 +15,20 @@ from orders.usecases import OrdersService
 VERSION = "0.1.0"
 
 
-def create_app(settings: OrdersSettings | None = None) -> FastAPI:
-    settings = settings or get_settings()
-    configure_logging(settings.service_name, settings.log_level)
-
-    tdb = TenantDB(settings)
-    broker = build_broker(settings.kafka_bootstrap_servers, service=settings.service_name)
-    # Published by the outbox relay, not through the broker: declared so the AsyncAPI document shows it.
-    broker.publisher(
-        topics.ORDERS,
-        title="orders.orders.v1",
-        description="order.placed (data: events.models.OrderPlaced), order.status_changed "
-        "(data: events.models.OrderStatusChanged); key: the tenant id",
-        schema=Envelope,
-    )
-    relay = tenant_outbox_relay(
-        tdb, settings.kafka_bootstrap_servers, sweep_interval=settings.outbox_sweep_interval_seconds
-    )
-    counter = RequestCounter(
-        broker, service=settings.service_name, window_seconds=settings.request_count_window_seconds
-    )
-    service = OrdersService(tdb)
-
-    mount_directory_invalidation(broker, tdb.directory)
-    consumers.register(broker, service, products_group_id=settings.products_group_id)
-
-    runtime = Runtime(broker=broker, relay=relay, counter=counter, on_shutdown=[tdb.close])
-    app = create_service_app(
-        title=settings.service_name,
+def create_app(settings: OrdersSettings | None = None, *, freeze_gc: bool = False) -> FastAPI:
+    return create_tenant_service(
+        settings or get_settings(),
         version=VERSION,
-        runtime=runtime,
+        description=orders.__doc__ or "",
         routers=[api.router],
-        checks={"database": database_check(tdb.shared_engine), "kafka": kafka_check(broker)},
-        max_body_bytes=settings.max_body_bytes,
+        usecases=OrdersService,
+        register=consumers.register,
+        publishes=[
+            Publication(
+                topics.ORDERS,
+                "order.placed (data: events.models.OrderPlaced), order.status_changed "
+                "(data: events.models.OrderStatusChanged); key: the tenant id",
+            )
+        ],
+        freeze_gc=freeze_gc,
     )
-    app.state.settings = settings
-    app.state.tdb = tdb
-    app.state.broker = broker
-    app.state.relay = relay
-    app.state.counter = counter
-    app.state.orders = service
-    return app

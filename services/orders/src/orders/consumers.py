@@ -1,6 +1,7 @@
 """Kafka subscribers: validate the envelope, call a use case. Nothing else.
 
-Every subscription of the service is listed in `register`. A handler that raises is retried, then
+Every subscription of the service is listed in `register`: the product read model, and the tenant
+directory's invalidation (tenantdb.subscriber). A handler that raises is retried, then
 dead-lettered to `<topic>.dlq` by the broker's middleware (events.dead_letter); offsets are committed
 after the handler, so a crash redelivers and the inbox drops the duplicate.
 """
@@ -12,16 +13,22 @@ from events import topics
 from events.envelope import Envelope
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from servicekit.app import TenantService
+from tenantdb.subscriber import mount_directory_invalidation
 
+from orders.settings import OrdersSettings
 from orders.usecases import OrdersService
 
 log = structlog.get_logger("orders.consumers")
 
 
-def register(broker: KafkaBroker, service: OrdersService, *, products_group_id: str) -> None:
+def register(broker: KafkaBroker, service: TenantService[OrdersSettings, OrdersService]) -> None:
+    mount_directory_invalidation(broker, service.tdb.directory)
+    usecases = service.usecases
+
     @broker.subscriber(
         topics.PRODUCTS,
-        group_id=products_group_id,
+        group_id=service.settings.products_group_id,
         # A new group reads the topic from the start: the read model wants every product.
         auto_offset_reset="earliest",
         title="orders.products",
@@ -30,7 +37,7 @@ def register(broker: KafkaBroker, service: OrdersService, *, products_group_id: 
     async def product_changed(message: KafkaMessage) -> None:
         # Parsed from the raw bytes: anything that is not an envelope fails, and is dead-lettered.
         envelope = Envelope.model_validate_json(message.body)
-        outcome = await service.apply_product_event(envelope)
+        outcome = await usecases.apply_product_event(envelope)
         log.debug(
             "product event",
             event_id=str(envelope.event_id),

@@ -12,6 +12,7 @@ from typing import Final
 from events import topics
 from events.envelope import Envelope
 from events.models import OrderItemData, OrderPlaced, OrderStatusChanged
+from servicekit import errors
 
 PRODUCER: Final = "orders"
 TOPIC: Final = topics.ORDERS
@@ -31,27 +32,34 @@ CENT: Final = Decimal("0.01")
 MAX_AMOUNT: Final = Decimal("9999999999.99")
 
 
-class DomainError(Exception):
-    """A rule said no."""
-
-
-class InvalidTransition(DomainError):
+class InvalidTransition(errors.InvalidTransition):
     def __init__(self, old: str, new: str) -> None:
-        super().__init__(f"an order cannot go from {old} to {new}")
+        super().__init__(f"an order cannot go from {old} to {new}", current_status=old)
         self.old = old
         self.new = new
 
 
-class ProductsUnavailable(DomainError):
-    """Some requested products are unknown, deleted or not active; `positions` index the items."""
+class ProductsUnavailable(errors.Invalid):
+    """Some requested products are unknown, deleted or not active; `unavailable` holds (item index,
+    product id) pairs, and `errors` name each item's field."""
 
     def __init__(self, unavailable: Sequence[tuple[int, uuid.UUID]]) -> None:
         ids = ", ".join(dict.fromkeys(str(pid) for _, pid in unavailable))
-        super().__init__(f"unknown or unavailable product(s): {ids}")
+        super().__init__(
+            f"unknown or unavailable product(s): {ids}",
+            errors=[
+                {
+                    "field": f"items.{i}.product_id",
+                    "message": f"product {pid} is unknown, deleted or not active",
+                    "type": "product_unavailable",
+                }
+                for i, pid in unavailable
+            ],
+        )
         self.unavailable = list(unavailable)
 
 
-class AmountTooLarge(DomainError):
+class AmountTooLarge(errors.Invalid):
     def __init__(self, total: Decimal) -> None:
         super().__init__(f"the order total {total} exceeds {MAX_AMOUNT}")
         self.total = total

@@ -1,24 +1,16 @@
-"""The orders service's settings: environment variables of the same names (CONTRACT.md §1).
-
-One class serves both the service (ServiceSettings) and its tenant routing (TenantDBSettings), so
-pool sizes and the directory TTL are configurable the same way as everything else.
-"""
+"""The orders service's settings: servicekit's common ones (environment variables of the same names,
+CONTRACT.md §1) with the orders' name and port, and its own consumer group."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic_settings import SettingsConfigDict
 from servicekit.settings import ServiceSettings
-from tenantdb import TenantDBSettings
 
 
-class OrdersSettings(ServiceSettings, TenantDBSettings):
-    model_config = SettingsConfigDict(extra="ignore", env_file=None)
-
+class OrdersSettings(ServiceSettings):
     service_name: str = "orders"
     port: int = 8103
-    application_name: str = "orders"
 
     # The consumer group reading catalog.products.v1 into the `order_products` read model.
     products_group_id: str = "orders.products"

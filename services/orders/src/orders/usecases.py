@@ -20,8 +20,8 @@ from events import outbox
 from events.envelope import Envelope
 from events.inbox import first_delivery
 from events.models import ProductData
-from servicekit.pagination import decode_cursor, encode_cursor
-from servicekit.problems import Conflict, NotFound, Unprocessable
+from servicekit.errors import AlreadyExists, Conflict, NotFound
+from servicekit.pagination import Keyset, Timestamp, Uuid
 from tenantdb import TenantDB, TenantNotFound, TenantUnavailable
 
 from orders import domain, repository, schemas
@@ -31,6 +31,8 @@ log = structlog.get_logger("orders")
 CREATE_ORDER_SCOPE = "orders.create"
 PRODUCTS_CONSUMER = "orders.products"
 PRODUCT_EVENTS = frozenset({"product.created", "product.updated", "product.deleted"})
+# Newest first: (created_at DESC, id DESC).
+NEWEST_ORDERS: Keyset[Any] = Keyset("orders", (Timestamp(), Uuid()), lambda row: (row.created_at, row.id))
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class OrdersService:
         async with self.tdb.unit_of_work(tenant_id) as uow:
             row = await repository.insert_customer(uow.connection, body.model_dump())
             if row is None:
-                raise Conflict(f"a customer with email {body.email} already exists")
+                raise AlreadyExists(f"a customer with email {body.email} already exists", field="email")
             await uow.commit()
         return schemas.Customer.model_validate(row, from_attributes=True)
 
@@ -89,23 +91,8 @@ class OrdersService:
 
             requested = [(item.product_id, item.quantity) for item in body.items]
             products = await repository.products_by_id(connection, (pid for pid, _ in requested))
-            try:
-                lines = domain.price_lines(requested, products)
-                totals = domain.compute_totals(lines)
-            except domain.ProductsUnavailable as error:
-                raise Unprocessable(
-                    str(error),
-                    errors=[
-                        {
-                            "field": f"items.{i}.product_id",
-                            "message": f"product {pid} is unknown, deleted or not active",
-                            "type": "product_unavailable",
-                        }
-                        for i, pid in error.unavailable
-                    ],
-                ) from None
-            except domain.AmountTooLarge as error:
-                raise Unprocessable(str(error)) from None
+            lines = domain.price_lines(requested, products)  # ProductsUnavailable: 422 naming the items
+            totals = domain.compute_totals(lines)  # AmountTooLarge: 422
 
             order = {
                 "id": uuid.uuid4(),
@@ -195,13 +182,12 @@ class OrdersService:
         limit: int,
         cursor: str | None,
     ) -> schemas.OrderPage:
-        after = decode_cursor(cursor) if cursor is not None else None
+        after = NEWEST_ORDERS.decode(cursor)
         async with self.tdb.unit_of_work(tenant_id, readonly=True) as uow:
             rows = await repository.list_orders(
                 uow.connection, status=status, customer_email=customer_email, after=after, limit=limit + 1
             )
-        page = rows[:limit]
-        next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+        page, next_cursor = NEWEST_ORDERS.page(rows, limit)
         return schemas.OrderPage(items=[_order(row) for row in page], next_cursor=next_cursor)
 
     async def change_status(self, tenant_id: uuid.UUID, order_id: uuid.UUID, status: str) -> schemas.Order:
@@ -209,10 +195,7 @@ class OrdersService:
             current = await repository.get_order(uow.connection, order_id, for_update=True)
             if current is None:
                 raise NotFound(f"order {order_id} not found")
-            try:
-                domain.check_transition(current.status, status)
-            except domain.InvalidTransition as error:
-                raise Conflict(str(error), current_status=current.status) from None
+            domain.check_transition(current.status, status)  # InvalidTransition: 409 with current_status
             row = await repository.set_order_status(uow.connection, order_id, status)
             event = domain.order_status_changed(
                 tenant_id,

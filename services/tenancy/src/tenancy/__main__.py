@@ -1,4 +1,8 @@
-import uvicorn
+"""`python -m tenancy`: serve the app on the configured host and port."""
+
+from __future__ import annotations
+
+from servicekit.app import run
 
 from tenancy.app import create_app
 from tenancy.settings import get_settings
@@ -6,7 +10,7 @@ from tenancy.settings import get_settings
 
 def main() -> None:
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    run(create_app(settings, freeze_gc=True), settings)
 
 
 if __name__ == "__main__":

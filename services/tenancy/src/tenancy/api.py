@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
-from servicekit.pagination import Cursor, Limit, page
+from fastapi import APIRouter, Depends, Query, Response, status
+from servicekit.http import usecases
+from servicekit.pagination import Cursor, Limit
 from sqlalchemy import Row
 
 from tenancy.schemas import PlanList, PlanOut, Resolution, TenantCreate, TenantOut, TenantPage, TenantUpdate
@@ -14,13 +15,7 @@ from tenancy.usecases import TenancyService
 
 router = APIRouter(prefix="/v1", tags=["tenancy"])
 
-
-async def get_service(request: Request) -> TenancyService:
-    service: TenancyService = request.app.state.service
-    return service
-
-
-Service = Annotated[TenancyService, Depends(get_service)]
+Service = Annotated[TenancyService, Depends(usecases(TenancyService))]
 
 
 def _out(row: Row[Any]) -> TenantOut:
@@ -46,9 +41,8 @@ async def list_tenants(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> TenantPage:
-    rows = await service.find(plan=plan, tenant_type=tenant_type, status=status, cursor=cursor, limit=limit)
-    items, next_cursor = page(rows, limit, key=lambda r: (r.created_at, r.id))
-    return TenantPage(items=[_out(r) for r in items], next_cursor=next_cursor)
+    page = await service.find(plan=plan, tenant_type=tenant_type, status=status, cursor=cursor, limit=limit)
+    return TenantPage(items=[_out(r) for r in page.items], next_cursor=page.next_cursor)
 
 
 @router.patch("/tenants/{tenant_id}")

@@ -1,16 +1,14 @@
-"""The composition root of tenancy: settings in, a FastAPI app (HTTP + Kafka producer) out."""
+"""The composition root of tenancy: the servicekit factory (platform database only) with tenancy's
+routes, use cases and topic. tenancy consumes nothing, so it registers no subscriptions."""
 
 from __future__ import annotations
 
 from events import topics
-from events.relay import OutboxRelay, Source
 from fastapi import FastAPI
-from servicekit.app import Runtime, build_broker, create_service_app
-from servicekit.health import database_check, kafka_check
-from servicekit.logs import configure_logging
-from sqlalchemy.ext.asyncio import create_async_engine
-from tenantschema.urls import asyncpg_url
+from servicekit.app import Publication, create_platform_service
+from servicekit.platform import PlatformDB
 
+import tenancy
 from tenancy import api
 from tenancy.settings import TenancySettings, get_settings
 from tenancy.usecases import TenancyService
@@ -18,35 +16,25 @@ from tenancy.usecases import TenancyService
 VERSION = "0.1.0"
 
 
-def create_app(settings: TenancySettings | None = None) -> FastAPI:
+def create_app(settings: TenancySettings | None = None, *, freeze_gc: bool = False) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.service_name, settings.log_level)
-    engine = create_async_engine(asyncpg_url(settings.platform_database_url), pool_size=10, max_overflow=10)
-    broker = build_broker(settings.kafka_bootstrap_servers, service=settings.service_name)
-    broker.publisher(
-        topics.TENANTS,
-        title="tenancy.tenants.v1",
-        description="tenant.created, tenant.updated, tenant.plan_changed, tenant.deleted (via the outbox)",
-    )
+    base_domain = settings.base_domain
 
-    async def sources() -> list[Source]:
-        return [Source("platform", engine)]
+    def usecases(db: PlatformDB) -> TenancyService:
+        return TenancyService(db, base_domain=base_domain)
 
-    relay = OutboxRelay(
-        settings.kafka_bootstrap_servers, sources, sweep_interval=settings.outbox_sweep_interval_seconds
-    )
-    runtime = Runtime(
-        broker=broker, relay=relay if settings.outbox_relay_enabled else None, on_shutdown=[engine.dispose]
-    )
-    app = create_service_app(
-        title="tenancy",
+    return create_platform_service(
+        settings,
         version=VERSION,
-        runtime=runtime,
+        description=tenancy.__doc__ or "",
         routers=[api.router],
-        checks={"database": database_check(engine), "kafka": kafka_check(broker)},
-        max_body_bytes=settings.max_body_bytes,
+        usecases=usecases,
+        publishes=[
+            Publication(
+                topics.TENANTS,
+                "tenant.created, tenant.updated, tenant.plan_changed, tenant.deleted; key: the tenant "
+                "id; data: events.models.TenantData (tenant.plan_changed: events.models.PlanChanged)",
+            )
+        ],
+        freeze_gc=freeze_gc,
     )
-    app.state.service = TenancyService(engine, relay, base_domain=settings.base_domain)
-    app.state.relay = relay
-    app.state.engine = engine
-    return app

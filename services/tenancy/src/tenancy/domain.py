@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from events.envelope import Envelope
 from events.models import PlanChanged, TenantData
+from servicekit import errors
 
 PRODUCER: Final = "tenancy"
 SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?$")
@@ -16,8 +17,8 @@ HOSTNAME: Final = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?
 SETTABLE_STATUSES: Final = ("active", "suspended")
 
 
-class TenantRuleViolation(ValueError):
-    """A change the registry refuses (HTTP 409)."""
+class TenantRuleViolation(errors.Conflict):
+    """A change the registry refuses in the tenant's current state."""
 
 
 def normalize_host(host: str) -> str:
@@ -38,9 +39,13 @@ def subdomain_of(host: str, base_domain: str) -> str | None:
     return None
 
 
-def check_status_change(current: str, new: str) -> None:
-    if current == "deleted":
+def check_changeable(current_status: str) -> None:
+    if current_status == "deleted":
         raise TenantRuleViolation("a deleted tenant cannot be changed")
+
+
+def check_status_change(current: str, new: str) -> None:
+    check_changeable(current)
     if new not in SETTABLE_STATUSES:
         raise TenantRuleViolation(f"status can be set to {' or '.join(SETTABLE_STATUSES)}; delete to remove")
 

@@ -1,3 +1,6 @@
+"""tenancy's settings: servicekit's common ones (environment variables of the same names,
+CONTRACT.md §1) with tenancy's name and port, and the domain tenants are served under."""
+
 from __future__ import annotations
 
 from functools import lru_cache
