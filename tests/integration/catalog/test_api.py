@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import string
 import uuid
@@ -338,6 +340,20 @@ async def test_bad_cursors_are_400_naming_cursor(catalog_client: CatalogClient, 
 async def test_bad_listing_parameters_are_422(catalog_client: CatalogClient, params: dict[str, Any]) -> None:
     body = assert_problem(await catalog_client.http.get("/v1/products", params=params), 422)
     assert body["errors"][0]["field"] == next(iter(params))
+
+
+def _cursor(*document: Any) -> str:
+    """A cursor as the codec writes them (base64url JSON), with whatever a tamperer puts in."""
+    return base64.urlsafe_b64encode(json.dumps(list(document)).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("position", [2**40, int("9" * 400), -(2**31) - 1, 1.5, "3", True], ids=str)
+async def test_out_of_range_category_cursors_are_400(catalog_client: CatalogClient, position: Any) -> None:
+    """The position reaches SQL as an int4 bind parameter: out of range is refused before it."""
+    response = await catalog_client.http.get(
+        "/v1/categories", params={"cursor": _cursor("categories", position, "a")}
+    )
+    assert assert_problem(response, 400)["errors"][0]["field"] == "cursor"
 
 
 async def test_a_cursor_is_bound_to_its_listing(catalog_client: CatalogClient) -> None:

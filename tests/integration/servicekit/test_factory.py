@@ -4,6 +4,7 @@ with no wiring beyond the service's short `create_app`. Real PostgreSQL and Kafk
 
 from __future__ import annotations
 
+import importlib
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -12,8 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 from devstack.kafka import ensure_topics
+from events.relay import OutboxRelay
 from events.topics import dlq
+from faststream.kafka import KafkaBroker
 from prometheus_client.parser import text_string_to_metric_families
+from servicekit.counting import RequestCounter
+from servicekit.platform import PlatformDB
+from tenantdb import TenantDB
 
 from tests.integration.servicekit.example_service import TOPIC, GreeterSettings, create_app
 from tests.integration.tenantdb.conftest import MakeTenant, dedicated_secret
@@ -152,3 +158,37 @@ def test_the_readme_quotes_the_example_verbatim() -> None:
     quoted = re.search(r"<!-- example_service.py -->\n```python\n(.*?)```", README.read_text(), re.DOTALL)
     assert quoted is not None, "libs/servicekit/README.md lost its example block"
     assert quoted.group(1) == example
+
+
+@pytest.mark.parametrize("relay_enabled", [True, False])
+@pytest.mark.parametrize("service", ["tenancy", "catalog", "orders"])
+def test_every_service_is_built_the_same_way(
+    stack_env: dict[str, str], service: str, relay_enabled: bool
+) -> None:
+    """Same attributes on every app, and OUTBOX_RELAY_ENABLED honoured by each (built, not started)."""
+    app_module = importlib.import_module(f"{service}.app")
+    settings_module = importlib.import_module(f"{service}.settings")
+    settings_class = next(
+        value
+        for name, value in vars(settings_module).items()
+        if name.endswith("Settings") and name != "ServiceSettings"
+    )
+    settings = settings_class(
+        platform_database_url=stack_env["PLATFORM_DATABASE_URL"],
+        shared_database_url=stack_env["SHARED_DATABASE_URL"],
+        kafka_bootstrap_servers=stack_env["KAFKA_BOOTSTRAP_SERVERS"],
+        outbox_relay_enabled=relay_enabled,
+    )
+    app = app_module.create_app(settings)
+    state = app.state
+    assert state.settings is settings
+    assert isinstance(state.broker, KafkaBroker)
+    assert isinstance(state.relay, OutboxRelay) if relay_enabled else state.relay is None
+    assert state.usecases is state.runtime.usecases
+    if service == "tenancy":
+        assert isinstance(state.platform_db, PlatformDB)
+        assert state.counter is None  # its requests are not tenant-scoped
+    else:
+        assert isinstance(state.tdb, TenantDB)
+        assert isinstance(state.counter, RequestCounter)
+        assert state.tdb.settings.application_name == service

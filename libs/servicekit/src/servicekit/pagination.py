@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from servicekit.errors import InvalidCursor
 
@@ -39,12 +39,19 @@ MAX_LIMIT = 200
 MAX_CURSOR_LENGTH = 512
 
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Page size.")]
+# The document states what a cursor looks like; the codec, not the validator, enforces it, so that a
+# bad one is the contract's 400 naming `cursor` rather than a 422.
+_CURSOR_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_CURSOR_LENGTH,
+    "pattern": "^[A-Za-z0-9_-]+$",
+}
 Cursor = Annotated[
-    str | None,
+    Annotated[str, WithJsonSchema(_CURSOR_SCHEMA)] | None,
     Field(
         description="The `next_cursor` of the previous page, as given (opaque). Any other value is a "
-        "400 whose `errors` name `cursor`.",
-        json_schema_extra={"maxLength": MAX_CURSOR_LENGTH, "pattern": "^[A-Za-z0-9_-]+$"},
+        "400 whose `errors` name `cursor`."
     ),
 ]
 
