@@ -25,6 +25,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from devstack.services import database_env
 from tenantschema.urls import libpq_url, with_database
 
 from bench import Measure
@@ -52,7 +53,14 @@ class Server:
         self.log = open(workdir / f"{module}.log", "ab")  # noqa: SIM115  (closed in stop)
         self.process = subprocess.Popen(
             [sys.executable, "-m", module],
-            env={**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port), "LOG_LEVEL": "WARNING"},
+            env={
+                **os.environ,
+                **env,
+                **database_env(module, env),  # as the service's own role, as devstack starts it
+                "HOST": "127.0.0.1",
+                "PORT": str(self.port),
+                "LOG_LEVEL": "WARNING",
+            },
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -143,7 +151,7 @@ def _scripts(workdir: Path, tenant: uuid.UUID, ids: list[str], body: str) -> dic
 
 
 async def _seed(env: Mapping[str, str], tenant: uuid.UUID) -> list[str]:
-    platform = await asyncpg.connect(env["PLATFORM_DATABASE_URL"])
+    platform = await asyncpg.connect(env["TENANCY_PLATFORM_DATABASE_URL"])
     try:
         await platform.execute(
             "INSERT INTO tenants (id, name, subdomain) VALUES ($1, 'bench', $2)",
@@ -179,7 +187,7 @@ async def _cleanup(env: Mapping[str, str], tenant: uuid.UUID) -> None:
             await shared.execute(f"DELETE FROM {table} WHERE tenant_id = $1", tenant)  # noqa: S608
     finally:
         await shared.close()
-    platform = await asyncpg.connect(env["PLATFORM_DATABASE_URL"])
+    platform = await asyncpg.connect(env["TENANCY_PLATFORM_DATABASE_URL"])
     try:
         await platform.execute("UPDATE tenants SET status = 'deleted' WHERE id = $1", tenant)
     finally:
