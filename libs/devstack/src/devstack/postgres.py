@@ -53,7 +53,9 @@ def service_url_keys(role: roles.ServiceRole) -> tuple[str, str]:
     return (f"{role.env_prefix}PLATFORM_DATABASE_URL", f"{role.env_prefix}SHARED_DATABASE_URL")
 
 
-SERVICE_DATABASE_KEYS: tuple[str, ...] = tuple(key for r in roles.SERVICE_ROLES for key in service_url_keys(r))
+SERVICE_DATABASE_KEYS: tuple[str, ...] = tuple(
+    key for r in roles.SERVICE_ROLES for key in service_url_keys(r)
+)
 
 
 # ---------------------------------------------------------------------------------------------- URLs

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.schema import SchemaItem
 
 from tenantschema.declarations import IndexDecl, TenantTableDecl
+
 # Re-exported: revisions, provisioning and tests import it from here.
 from tenantschema.roles import quote_ident as quote_ident
 

@@ -4,13 +4,15 @@ One login role per service, each a member of the group role `app_user` that the 
 generic grants name (tenant tables' DML under RLS, outbox INSERT, `tenantdb_enter`). What sets a
 service apart is granted to its own role, by the `*_roles` Alembic revisions:
 
-| role | platform database | shared database |
-|---|---|---|
-| `app_user` (group; also a login for tools) | SELECT of the directory columns of `tenants`, SELECT on `subscription_plans`, outbox INSERT, inbox | tenant tables' DML under RLS, outbox INSERT, `tenantdb_enter` |
-| `tenancy_service` | `tenants` and `subscription_plans`: SELECT, INSERT, UPDATE, DELETE | (app_user's) |
-| `catalog_service`, `orders_service` | (app_user's: the directory columns) | (app_user's) |
-| `usage_service` | UPDATE of `tenants.product_count`/`monthly_requests`, SELECT of the columns thresholds need; `tenant_usage_metrics` SELECT, INSERT, UPDATE | (app_user's) |
-| `migrator_service` | UPDATE of the placement columns only; SELECT of what a placement plan needs; `tenant_migrations` SELECT, INSERT, UPDATE; `tenant_usage_metrics` SELECT | (app_user's) |
+- `app_user` (the group; also a login for tools): on platform, SELECT of the directory columns of
+  `tenants`, SELECT on `subscription_plans`, outbox INSERT and the inbox; on shared, the tenant
+  tables' DML under RLS, outbox INSERT and `tenantdb_enter`.
+- `tenancy_service`: `tenants` and `subscription_plans` SELECT, INSERT, UPDATE (deletes are soft).
+- `catalog_service`, `orders_service`: app_user's grants only (the directory columns suffice).
+- `usage_service`: UPDATE of `tenants.product_count`/`monthly_requests`, SELECT of the columns its
+  thresholds read; `tenant_usage_metrics` SELECT, INSERT, UPDATE.
+- `migrator_service`: UPDATE of the placement columns only, SELECT of what a placement plan reads;
+  `tenant_migrations` SELECT, INSERT, UPDATE; `tenant_usage_metrics` SELECT.
 
 None is SUPERUSER, BYPASSRLS, CREATEDB, CREATEROLE or REPLICATION, none owns anything (the owner
 `platform_owner` runs migrations and the cutover's fence), and none is a member of the owner.
@@ -95,7 +97,9 @@ def _literal(value: str) -> str:
 
 
 def _setting_statements(role: str, settings: dict[str, str]) -> list[str]:
-    return [f"ALTER ROLE {quote_ident(role)} SET {key} = {_literal(value)}" for key, value in settings.items()]
+    return [
+        f"ALTER ROLE {quote_ident(role)} SET {key} = {_literal(value)}" for key, value in settings.items()
+    ]
 
 
 def ensure_roles_ddl(group: str = APP_GROUP) -> list[str]:
@@ -110,14 +114,9 @@ def ensure_roles_ddl(group: str = APP_GROUP) -> list[str]:
     """
     statements: list[str] = []
     for role in SERVICE_ROLES:
-        name = _literal(role.name)
-        statements.append(
-            f"""DO $$ BEGIN
-                   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) THEN
-                       CREATE ROLE {quote_ident(role.name)} NOLOGIN {RUNTIME_ROLE_ATTRIBUTES};
-                   END IF;
-               END $$"""
-        )
+        exists = f"EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {_literal(role.name)})"  # noqa: S608
+        create = f"CREATE ROLE {quote_ident(role.name)} NOLOGIN {RUNTIME_ROLE_ATTRIBUTES}"
+        statements.append(f"DO $$ BEGIN IF NOT {exists} THEN {create}; END IF; END $$")
     for statement in _administration_ddl(group):
         statements.append(
             f"""DO $$ BEGIN
@@ -151,6 +150,5 @@ def superuser_role_ddl(passwords: dict[str, str] | None = None) -> list[str]:
 
 def grant_connect_ddl(group: str = APP_GROUP) -> str:
     """CONNECT on the current database for the group (members inherit it); run by its owner."""
-    return f"""DO $$ BEGIN
-                   EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), {_literal(group)});
-               END $$"""
+    grant = f"format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), {_literal(group)})"
+    return f"DO $$ BEGIN EXECUTE {grant}; END $$"

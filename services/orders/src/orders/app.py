@@ -42,7 +42,9 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
     service = OrdersService(tdb)
 
     mount_directory_invalidation(broker, tdb.directory)
-    consumers.register(broker, service, products_group_id=settings.products_group_id)
+    # Its own connections, named "orders:consumers" in pg_stat_activity, off the request pool.
+    consumer_service = OrdersService(tdb.for_worker("consumers"))
+    consumers.register(broker, consumer_service, products_group_id=settings.products_group_id)
 
     runtime = Runtime(broker=broker, relay=relay, counter=counter, on_shutdown=[tdb.close])
     app = create_service_app(

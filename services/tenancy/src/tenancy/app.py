@@ -21,7 +21,16 @@ VERSION = "0.1.0"
 def create_app(settings: TenancySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.service_name, settings.log_level)
-    engine = create_async_engine(asyncpg_url(settings.platform_database_url), pool_size=10, max_overflow=10)
+    url = asyncpg_url(settings.platform_database_url)
+
+    def named(name: str) -> dict[str, dict[str, dict[str, str]]]:
+        # pg_stat_activity shows which process and which part of it holds each connection.
+        return {"connect_args": {"server_settings": {"application_name": name}}}
+
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, **named(settings.service_name))
+    relay_engine = create_async_engine(
+        url, pool_size=1, max_overflow=1, **named(f"{settings.service_name}:relay")
+    )
     broker = build_broker(settings.kafka_bootstrap_servers, service=settings.service_name)
     broker.publisher(
         topics.TENANTS,
@@ -30,13 +39,15 @@ def create_app(settings: TenancySettings | None = None) -> FastAPI:
     )
 
     async def sources() -> list[Source]:
-        return [Source("platform", engine)]
+        return [Source("platform", relay_engine)]
 
     relay = OutboxRelay(
         settings.kafka_bootstrap_servers, sources, sweep_interval=settings.outbox_sweep_interval_seconds
     )
     runtime = Runtime(
-        broker=broker, relay=relay if settings.outbox_relay_enabled else None, on_shutdown=[engine.dispose]
+        broker=broker,
+        relay=relay if settings.outbox_relay_enabled else None,
+        on_shutdown=[engine.dispose, relay_engine.dispose],
     )
     app = create_service_app(
         title="tenancy",

@@ -23,7 +23,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    for statement in [*roles.ensure_roles_ddl(configured_app_role()), roles.grant_connect_ddl(configured_app_role())]:
+    for statement in [
+        *roles.ensure_roles_ddl(configured_app_role()),
+        roles.grant_connect_ddl(configured_app_role()),
+    ]:
         op.execute(statement)
 
 
