@@ -24,9 +24,9 @@ Timeouts (`ALTER ROLE ... SET`, so they hold whatever the client sends first):
   connection; `idle_in_transaction_session_timeout` 10 s — a unit of work idle that long inside its
   transaction means a stalled process, and it may hold a tenant's order-number row lock.
 - usage 15 s / 30 s: its "busiest tenants" aggregation scans a month of metrics.
-- the migrator 15 min / 60 s: it copies a tenant in batches (a batch may be large), and it is not on
+- the migrator 15 min / 1 min: it copies a tenant in batches (a batch may be large), and it is not on
   a request path.
-- app_user (tools such as `tenantctl`, psql) 60 s / 60 s.
+- app_user (tools such as `tenantctl`, psql) 1 min / 1 min.
 `lock_timeout` is left to the statements that wait on locks (tenantdb_enter, the cutover), which set
 their own deadlines.
 """
@@ -74,10 +74,10 @@ TENANCY: Final = ServiceRole("tenancy", "tenancy_service", "5s", "10s")
 CATALOG: Final = ServiceRole("catalog", "catalog_service", "5s", "10s")
 ORDERS: Final = ServiceRole("orders", "orders_service", "5s", "10s")
 USAGE: Final = ServiceRole("usage", "usage_service", "15s", "30s")
-MIGRATOR: Final = ServiceRole("migrator", "migrator_service", "15min", "60s")
+MIGRATOR: Final = ServiceRole("migrator", "migrator_service", "15min", "1min")
 SERVICE_ROLES: Final = (TENANCY, CATALOG, ORDERS, USAGE, MIGRATOR)
 # The group role's own defaults, for tools that log in as it.
-APP_GROUP_SETTINGS: Final = {"statement_timeout": "60s", "idle_in_transaction_session_timeout": "60s"}
+APP_GROUP_SETTINGS: Final = {"statement_timeout": "1min", "idle_in_transaction_session_timeout": "1min"}
 
 
 def role_for(service: str) -> ServiceRole:
