@@ -175,7 +175,7 @@ async def test_cutover_hold_gives_up_at_its_deadline_and_takes_nothing(
     async with tdb.unit_of_work(tenant) as uow:  # an in-flight write holds the fence lock shared
         await uow.connection.execute(insert(products).values(name="in flight", price=1))
         started = time.perf_counter()
-        with pytest.raises(CutoverLockTimeout, match="not acquired within 0.30s"):
+        with pytest.raises(CutoverLockTimeout, match=r"not acquired within 0\.30s"):
             async with Cutover.hold(_shared_owner(stack_env), tenant, wait_seconds=0.3):
                 pytest.fail("the cutover got the lock while a write held it")
         assert 0.25 < time.perf_counter() - started < 3.0
