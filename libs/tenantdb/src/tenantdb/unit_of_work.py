@@ -193,6 +193,8 @@ class TenantDB:
         )
         self._commit_listeners: list[Callable[[Placement], None]] = []
         self._workers: list[TenantDB] = []
+        # Tenants whose fence lock a write found held (a cutover), while it probes again (_open).
+        self._held: dict[uuid.UUID, _HeldTenant] = {}
 
     def for_worker(self, worker: str, *, pool_size: int = 2) -> TenantDB:
         """A TenantDB for a background worker (relay, consumers): its connections are named
@@ -271,9 +273,11 @@ class TenantDB:
         """Check out a connection on the tenant's placement and begin its transaction (one round trip).
 
         A write that meets a cutover (the fence lock busy: 55P03) or a fence (TD001: a stale route)
-        gives its connection back before it waits: it sleeps with jittered exponential backoff and
-        tries again, until `write_wait_seconds` have passed. Holding no connection while waiting, a
-        tenant being moved cannot starve the process's other tenants of the pool.
+        gives its connection back before it waits, until `write_wait_seconds` have passed. Holding no
+        connection while waiting, a tenant being moved cannot starve the process's other tenants of
+        the pool. And only one write per tenant and process probes the lock again (with jittered
+        exponential backoff); the tenant's other writes wait for its word (`_HeldTenant`), so a
+        thousand waiting writes cost what one does.
         """
         tenant_id, readonly = uow.tenant_id, uow.readonly
         fence_reads = self.settings.fence_reads
@@ -282,43 +286,64 @@ class TenantDB:
         waiting_since: float | None = None
         rerouted = False
         backoff = _BACKOFF_FIRST
-        while True:
-            placement = _available(await self.directory.get(tenant_id))
-            shared = placement.is_shared
-            connection = await _connect(
-                self.shared_engine if shared else self.engine_for(placement), placement
-            )
-            # Already checked out: reading it needs no I/O, so no greenlet hop (get_raw_connection has one).
-            driver: Any = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
-            if readonly:
-                begin = _read_begin_sql(tenant_id, shared, fence_reads)
-            else:
-                begin = _begin_sql(tenant_id, shared, False, True, FENCE_PROBE_MS)
-            try:
-                await driver.execute(begin)
-            except asyncpg.PostgresError as error:
-                await asyncio.shield(_close_after_failure(connection, driver))
-                if error.sqlstate not in (FENCED_SQLSTATE, LOCK_NOT_AVAILABLE):
+        probing: _HeldTenant | None = None  # set while this write probes the lock for its tenant
+        try:
+            while True:
+                if not readonly and self._held:  # empty unless a tenant of this process is at a cutover
+                    held = self._held.get(tenant_id)
+                    if held is not None and held is not probing:
+                        waiting_since = waiting_since or time.perf_counter()
+                        await _wait_for_word(held, tenant_id, deadline, started, waiting_since)
+                        if not held.free and tenant_id not in self._held:
+                            # The prober gave up (its own wait ran out): this write takes over.
+                            probing = self._held[tenant_id] = _HeldTenant()
+                        continue
+                placement = _available(await self.directory.get(tenant_id))
+                shared = placement.is_shared
+                connection = await _connect(
+                    self.shared_engine if shared else self.engine_for(placement), placement
+                )
+                # Checked out already: reading it needs no I/O, so no greenlet hop (get_raw_connection has).
+                driver: Any = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+                if readonly:
+                    begin = _read_begin_sql(tenant_id, shared, fence_reads)
+                else:
+                    begin = _begin_sql(tenant_id, shared, False, True, FENCE_PROBE_MS)
+                try:
+                    await driver.execute(begin)
+                except asyncpg.PostgresError as error:
+                    await asyncio.shield(_close_after_failure(connection, driver))
+                    if error.sqlstate not in (FENCED_SQLSTATE, LOCK_NOT_AVAILABLE):
+                        raise
+                    now = time.perf_counter()
+                    waiting_since = waiting_since or now
+                    if error.sqlstate == LOCK_NOT_AVAILABLE and probing is None:
+                        if tenant_id in self._held:
+                            continue  # another write probes already: wait for its word
+                        probing = self._held[tenant_id] = _HeldTenant()
+                    if error.sqlstate == FENCED_SQLSTATE:
+                        # A stale route: the tenant moved off this database (so the lock is free: let
+                        # the tenant's other writes go too). Re-read the directory and retry.
+                        self._release(tenant_id, probing, free=True)
+                        probing = None
+                        self.directory.invalidate(tenant_id, reason="fenced")
+                        rerouted = True
+                    remaining = deadline - now
+                    if remaining > 0:
+                        # Not cryptographic: jitter, so writers released together do not retry together.
+                        await asyncio.sleep(min(remaining, backoff * random.uniform(0.5, 1.0)))
+                        backoff = min(backoff * 2, _BACKOFF_MAX)
+                        continue
+                    FENCED.labels("timeout").inc()
+                    FENCED_WAIT_SECONDS.observe(now - waiting_since)
+                    raise TenantMoving(tenant_id, now - started) from error
+                except BaseException:
+                    await asyncio.shield(_close_after_failure(connection, driver))
                     raise
-                now = time.perf_counter()
-                waiting_since = waiting_since or now
-                if error.sqlstate == FENCED_SQLSTATE:
-                    # A stale route: the tenant moved off this database. Re-read the directory and retry.
-                    self.directory.invalidate(tenant_id, reason="fenced")
-                    rerouted = True
-                remaining = deadline - now
-                if remaining > 0:
-                    # Not cryptographic: jitter so that writers released together do not retry together.
-                    await asyncio.sleep(min(remaining, backoff * random.uniform(0.5, 1.0)))
-                    backoff = min(backoff * 2, _BACKOFF_MAX)
-                    continue
-                FENCED.labels("timeout").inc()
-                FENCED_WAIT_SECONDS.observe(now - waiting_since)
-                raise TenantMoving(tenant_id, now - started) from error
-            except BaseException:
-                await asyncio.shield(_close_after_failure(connection, driver))
-                raise
-            break
+                break
+            self._release(tenant_id, probing, free=True)  # began: the lock was free
+        finally:
+            self._release(tenant_id, probing, free=False)  # failed or cancelled (no-op otherwise)
 
         if waiting_since is not None:
             FENCED.labels("rerouted" if rerouted else "waited").inc()
@@ -327,6 +352,43 @@ class TenantDB:
         acquire_seconds.observe(time.perf_counter() - started)
         routed.inc()
         uow.placement, uow.connection, uow._driver = placement, connection, driver
+
+    def _release(self, tenant_id: uuid.UUID, probing: _HeldTenant | None, *, free: bool) -> None:
+        """Stop probing for the tenant and tell its waiting writes whether the lock was free."""
+        if probing is None or probing.opened.is_set():
+            return
+        if self._held.get(tenant_id) is probing:
+            del self._held[tenant_id]
+        probing.free = free
+        probing.opened.set()
+
+
+class _HeldTenant:
+    """A tenant whose fence lock a write of this process found held (a cutover): that write probes it
+    again and again; the tenant's other writes wait on `opened`. `free` says whether the lock was
+    free when it opened (all go), or the prober gave up (one of the waiters takes over)."""
+
+    __slots__ = ("free", "opened")
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.free = False
+
+
+async def _wait_for_word(
+    held: _HeldTenant, tenant_id: uuid.UUID, deadline: float, started: float, waiting_since: float
+) -> None:
+    remaining = deadline - time.perf_counter()
+    try:
+        if remaining <= 0:
+            raise TimeoutError
+        async with asyncio.timeout(remaining):
+            await held.opened.wait()
+    except TimeoutError:
+        now = time.perf_counter()
+        FENCED.labels("timeout").inc()
+        FENCED_WAIT_SECONDS.observe(now - waiting_since)
+        raise TenantMoving(tenant_id, now - started) from None
 
 
 async def _connect(engine: AsyncEngine, placement: Placement) -> AsyncConnection:
