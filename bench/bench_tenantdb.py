@@ -151,20 +151,18 @@ async def _compare(
 
 async def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
     secret = secrets.token_hex(16)
-    admin, owner, platform_url = (
-        env["ADMIN_DATABASE_URL"],
-        env["OWNER_DATABASE_URL"],
-        env["PLATFORM_DATABASE_URL"],
-    )
+    # Set-up and clean-up (insert, flip, delete tenants) as the schema owner; the measured TenantDB
+    # logs in as catalog's role, as the catalog does.
+    admin, owner = env["ADMIN_DATABASE_URL"], env["OWNER_DATABASE_URL"]
     shared_admin = libpq_url(with_database(admin, "shared"))
     tenants = [uuid.uuid4() for _ in range(TENANTS_IN_SHARED)]
     dedicated_tenant = uuid.uuid4()
-    platform = await asyncpg.connect(platform_url)
+    platform = await asyncpg.connect(owner)
     measures: list[Measure] = []
     tdb = TenantDB(
         TenantDBSettings(
-            platform_database_url=platform_url,
-            shared_database_url=env["SHARED_DATABASE_URL"],
+            platform_database_url=env["CATALOG_PLATFORM_DATABASE_URL"],
+            shared_database_url=env["CATALOG_SHARED_DATABASE_URL"],
             dedicated_password_secret=secret,
             shared_pool_size=1,
             shared_max_overflow=0,

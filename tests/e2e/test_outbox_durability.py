@@ -19,7 +19,7 @@ from tenantschema.urls import libpq_url, with_database
 
 from tests.integration.tenancy.conftest import tenancy_settings
 from tests.support.apps import serve
-from tests.support.databases import FreshDatabase
+from tests.support.databases import FreshDatabase, role_url
 from tests.support.kafka import watch
 from tests.support.processes import ServiceProcess, devstack, isolated_kafka
 
@@ -106,7 +106,7 @@ async def test_writes_while_kafka_is_down_all_arrive_when_it_is_back(
     await migrations.upgrade_async(owner_url, "platform")
     database = make_url(owner_url).database
     assert database is not None
-    platform_url = libpq_url(with_database(stack_env["PLATFORM_DATABASE_URL"], database))
+    platform_url = libpq_url(with_database(role_url(stack_env, "tenancy"), database))
     with isolated_kafka(stack_env, tmp_path / "kafka") as kafka_env:
         bootstrap = f"127.0.0.1:{kafka_env['DEVSTACK_KAFKA_PORT']}"
         app = create_app(

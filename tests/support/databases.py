@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import asyncpg
 import pytest
@@ -43,3 +43,17 @@ async def fresh_database(admin_url: str, owner_url: str) -> AsyncIterator[FreshD
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()
+
+
+def role_url(stack_env: Mapping[str, str], service: str, database: str = "platform") -> str:
+    """A service's own URL from stack.env (`CATALOG_PLATFORM_DATABASE_URL`, ...; tenantschema.roles):
+    in-process apps and helpers log in as the role the service runs as, never as app_user."""
+    return stack_env[f"{service.upper()}_{database.upper()}_DATABASE_URL"]
+
+
+def role_settings(stack_env: Mapping[str, str], service: str) -> dict[str, str]:
+    """`platform_database_url` / `shared_database_url` of a service's settings, as its own role."""
+    return {
+        "platform_database_url": role_url(stack_env, service, "platform"),
+        "shared_database_url": role_url(stack_env, service, "shared"),
+    }

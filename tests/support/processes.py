@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from devstack.services import database_env
 
 
 def free_port() -> int:
@@ -37,7 +38,9 @@ class ServiceProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log_path, "ab")  # noqa: SIM115  (closed in stop)
-        child_env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        # As the service's own role when `env` is stack.env (devstack starts its services the same way).
+        own_role = database_env(module, env)
+        child_env = {**os.environ, **env, **own_role, "HOST": "127.0.0.1", "PORT": str(self.port)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", module], env=child_env, stdout=self._log, stderr=subprocess.STDOUT
         )
@@ -96,8 +99,9 @@ def isolated_kafka(stack_env: Mapping[str, str], state_dir: Path) -> Iterator[di
         "DEVSTACK_SERVICES": "none",
         "ADMIN_DATABASE_URL": stack_env["ADMIN_DATABASE_URL"],
         "OWNER_DATABASE_URL": stack_env["OWNER_DATABASE_URL"],
-        "PLATFORM_DATABASE_URL": stack_env["PLATFORM_DATABASE_URL"],
-        "SHARED_DATABASE_URL": stack_env["SHARED_DATABASE_URL"],
+        # Every login URL, the services' own roles' too: left out, devstack would derive them from
+        # this folder's fresh credentials and reset the session stack's role passwords.
+        **{key: value for key, value in stack_env.items() if key.endswith("_DATABASE_URL")},
     }
     if (main_libs / "kafka-clients-4.1.1.jar").exists() or any(main_libs.glob("kafka_2.13-*.jar")):
         env["DEVSTACK_KAFKA_LIBS"] = str(main_libs.resolve())

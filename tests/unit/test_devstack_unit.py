@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from devstack import kafka, procs
 from devstack.config import load_config
-from devstack.credentials import Credentials
+from devstack.credentials import SERVICE_ROLES, Credentials
 from devstack.errors import DevstackError
-from devstack.postgres import PgUrl, database_urls, redact
+from devstack.postgres import SERVICE_DATABASE_KEYS, PgUrl, database_urls, redact
 from devstack.stack import STACK_KEYS, read_stack_env, write_stack_env
 
 from bench import Measure
@@ -26,16 +26,30 @@ def test_urls_round_trip_with_awkward_passwords() -> None:
 
 
 def test_database_urls_derive_from_the_admin_url_unless_overridden() -> None:
-    credentials = Credentials({"postgres": "s", "platform_owner": "o", "app_user": "a"})
+    services = {name: f"pw-{name}" for name in SERVICE_ROLES}
+    credentials = Credentials({"postgres": "s", "platform_owner": "o", "app_user": "a", **services})
     admin = "postgresql://postgres:s@db.example:6543/postgres"
     urls = database_urls(admin, credentials, {})
     assert urls["OWNER_DATABASE_URL"] == "postgresql://platform_owner:o@db.example:6543/platform"
     assert urls["PLATFORM_DATABASE_URL"] == "postgresql://app_user:a@db.example:6543/platform"
     assert urls["SHARED_DATABASE_URL"] == "postgresql://app_user:a@db.example:6543/shared"
-    override = "postgresql://svc:x@elsewhere:5432/shared"
+    # Each service logs in as its own role (tenantschema.roles), with its own password.
     assert (
-        database_urls(admin, credentials, {"SHARED_DATABASE_URL": override})["SHARED_DATABASE_URL"]
-        == override
+        urls["CATALOG_PLATFORM_DATABASE_URL"]
+        == "postgresql://catalog_service:pw-catalog_service@db.example:6543/platform"
+    )
+    assert (
+        urls["MIGRATOR_SHARED_DATABASE_URL"]
+        == "postgresql://migrator_service:pw-migrator_service@db.example:6543/shared"
+    )
+    assert set(SERVICE_DATABASE_KEYS) <= set(urls)
+    assert set(SERVICE_DATABASE_KEYS) <= set(STACK_KEYS)
+    override = "postgresql://svc:x@elsewhere:5432/shared"
+    overridden = database_urls(admin, credentials, {"SHARED_DATABASE_URL": override})
+    assert overridden["SHARED_DATABASE_URL"] == override
+    # The services' URLs follow an overridden server and database, as their own roles.
+    assert overridden["ORDERS_SHARED_DATABASE_URL"] == (
+        "postgresql://orders_service:pw-orders_service@elsewhere:5432/shared"
     )
     with pytest.raises(DevstackError):
         database_urls("mysql://admin@x/db", credentials, {})

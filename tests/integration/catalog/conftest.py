@@ -24,6 +24,7 @@ from tenantdb.provisioning import drop_dedicated
 
 from tests.integration.tenantdb.conftest import Kind, create_tenant, dedicated_secret, move_to_dedicated
 from tests.support.apps import serve
+from tests.support.databases import role_settings, role_url
 from tests.support.kafka import tail
 
 TENANT_HEADER = "X-Tenant-ID"
@@ -31,8 +32,7 @@ TENANT_HEADER = "X-Tenant-ID"
 
 def catalog_settings(stack_env: dict[str, str], **overrides: Any) -> CatalogSettings:
     values: dict[str, Any] = {
-        "platform_database_url": stack_env["PLATFORM_DATABASE_URL"],
-        "shared_database_url": stack_env["SHARED_DATABASE_URL"],
+        **role_settings(stack_env, "catalog"),
         "kafka_bootstrap_servers": stack_env["KAFKA_BOOTSTRAP_SERVERS"],
         "dedicated_password_secret": dedicated_secret(),
     }
@@ -55,7 +55,7 @@ async def _dedicated_tenants(stack_env: dict[str, str]) -> AsyncIterator[list[uu
     """Dedicated tenants made for the catalog tests; dropped at the end, after the app stopped."""
     made: list[uuid.UUID] = []
     yield made
-    platform = await asyncpg.connect(stack_env["PLATFORM_DATABASE_URL"])
+    platform = await asyncpg.connect(role_url(stack_env, "tenancy"))
     try:
         # Deleted first: no outbox relay keeps listing a database that is about to vanish.
         await platform.execute("UPDATE tenants SET status = 'deleted' WHERE id = ANY($1::uuid[])", made)
@@ -83,7 +83,7 @@ def anonymous(catalog_app: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClie
 async def new_tenant(
     stack_env: dict[str, str], kind: Kind, made: list[uuid.UUID], **kwargs: Any
 ) -> uuid.UUID:
-    tenant_id = await create_tenant(stack_env["PLATFORM_DATABASE_URL"], **kwargs)
+    tenant_id = await create_tenant(role_url(stack_env, "tenancy"), **kwargs)
     if kind == "dedicated":
         made.append(tenant_id)
         await move_to_dedicated(stack_env, tenant_id)

@@ -31,6 +31,7 @@ from tenantschema.tables import order_products, processed_events
 
 from tests.integration.tenantdb.conftest import Kind, MakeTenant, dedicated_secret, tenant_factory
 from tests.support.apps import serve
+from tests.support.databases import role_settings
 from tests.support.kafka import tail
 
 TENANT_HEADER = "X-Tenant-ID"
@@ -40,8 +41,7 @@ WAIT_SECONDS = 60.0
 
 def orders_settings(stack_env: dict[str, str], **overrides: Any) -> OrdersSettings:
     values: dict[str, Any] = {
-        "platform_database_url": stack_env["PLATFORM_DATABASE_URL"],
-        "shared_database_url": stack_env["SHARED_DATABASE_URL"],
+        **role_settings(stack_env, "orders"),
         "kafka_bootstrap_servers": stack_env["KAFKA_BOOTSTRAP_SERVERS"],
         "dedicated_password_secret": dedicated_secret(),
     }

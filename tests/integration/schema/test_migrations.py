@@ -21,8 +21,8 @@ from tenantschema.urls import asyncpg_url
 from tests.support.databases import FreshDatabase
 
 HEADS: dict[History, str] = {
-    "platform": "platform_0002",
-    "shared": "shared_0003",
+    "platform": "platform_0003_roles",
+    "shared": "shared_0004_roles",
     "dedicated": "dedicated_0003",
 }
 SERVICE_TABLES = {"processed_events", "order_products", "sequences", "idempotency_keys"}

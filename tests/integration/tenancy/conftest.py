@@ -9,14 +9,14 @@ from tenancy.app import create_app
 from tenancy.settings import TenancySettings
 
 from tests.support.apps import serve
+from tests.support.databases import role_settings
 
 BASE_DOMAIN = "shops.test"
 
 
 def tenancy_settings(stack_env: dict[str, str], **overrides: Any) -> TenancySettings:
     values: dict[str, Any] = {
-        "platform_database_url": stack_env["PLATFORM_DATABASE_URL"],
-        "shared_database_url": stack_env["SHARED_DATABASE_URL"],
+        **role_settings(stack_env, "tenancy"),
         "kafka_bootstrap_servers": stack_env["KAFKA_BOOTSTRAP_SERVERS"],
         "base_domain": BASE_DOMAIN,
     }

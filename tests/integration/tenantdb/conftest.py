@@ -16,6 +16,8 @@ from tenantdb import TenantDB, TenantDBSettings
 from tenantdb.fencing import flip_placement
 from tenantdb.provisioning import drop_dedicated, provision_dedicated
 
+from tests.support.databases import role_settings, role_url
+
 Kind = Literal["shared", "dedicated"]
 MakeTenant = Callable[..., Awaitable[uuid.UUID]]
 MakeTenantDB = Callable[..., TenantDB]
@@ -31,15 +33,17 @@ def dedicated_secret() -> str:
 
 
 def tenantdb_settings(stack_env: dict[str, str], **overrides: Any) -> TenantDBSettings:
+    # As catalog's role: a request-serving role that reads only the directory columns.
     values: dict[str, Any] = {
-        "platform_database_url": stack_env["PLATFORM_DATABASE_URL"],
-        "shared_database_url": stack_env["SHARED_DATABASE_URL"],
+        **role_settings(stack_env, "catalog"),
         "dedicated_password_secret": dedicated_secret(),
     }
     return TenantDBSettings(**(values | overrides))
 
 
 async def create_tenant(platform_url: str, *, status: str = "active") -> uuid.UUID:
+    """Insert a tenant; `platform_url` must log in as tenancy's role (`role_url(stack_env, "tenancy")`),
+    the only one that writes `tenants`."""
     tenant_id = uuid.uuid4()
     connection = await asyncpg.connect(platform_url)
     try:
@@ -60,7 +64,7 @@ async def move_to_dedicated(stack_env: dict[str, str], tenant_id: uuid.UUID) -> 
     database = await provision_dedicated(
         stack_env["ADMIN_DATABASE_URL"], stack_env["OWNER_DATABASE_URL"], tenant_id, dedicated_secret()
     )
-    platform = await asyncpg.connect(stack_env["PLATFORM_DATABASE_URL"])
+    platform = await asyncpg.connect(role_url(stack_env, "migrator"))
     try:
         await flip_placement(platform, tenant_id, tenant_type="dedicated", database_name=database)
     finally:
@@ -74,7 +78,7 @@ async def tenant_factory(stack_env: dict[str, str]) -> AsyncIterator[MakeTenant]
     made: list[uuid.UUID] = []
 
     async def make(kind: Kind = "shared", *, status: str = "active") -> uuid.UUID:
-        tenant_id = await create_tenant(stack_env["PLATFORM_DATABASE_URL"], status=status)
+        tenant_id = await create_tenant(role_url(stack_env, "tenancy"), status=status)
         made.append(tenant_id)
         if kind == "dedicated":
             await move_to_dedicated(stack_env, tenant_id)
@@ -95,7 +99,7 @@ async def make_tenant(stack_env: dict[str, str]) -> AsyncIterator[MakeTenant]:
 async def retire_tenants(stack_env: dict[str, str], tenants: list[uuid.UUID]) -> None:
     """Mark the tenants deleted (no relay keeps listing their databases), then drop any dedicated
     database a test gave them (a move during the test counts too)."""
-    platform = await asyncpg.connect(stack_env["PLATFORM_DATABASE_URL"])
+    platform = await asyncpg.connect(role_url(stack_env, "tenancy"))
     try:
         await platform.execute("UPDATE tenants SET status = 'deleted' WHERE id = ANY($1::uuid[])", tenants)
     finally:

@@ -15,6 +15,7 @@ from tenantschema.tables import products
 from tenantschema.urls import libpq_url, with_database
 
 from tests.integration.tenantdb.conftest import MakeTenant, MakeTenantDB, dedicated_secret
+from tests.support.databases import role_url
 
 
 async def _write(tdb: TenantDB, tenant: uuid.UUID, name: str) -> str:
@@ -48,7 +49,7 @@ async def _move_with_cutover(
         if held is not None:
             held.set()
         await asyncio.sleep(hold_seconds)
-        platform = await asyncpg.connect(stack_env["PLATFORM_DATABASE_URL"])
+        platform = await asyncpg.connect(role_url(stack_env, "migrator"))
         try:
             epoch = await platform.fetchval("SELECT placement_epoch + 1 FROM tenants WHERE id = $1", tenant)
             await cutover.fence(epoch=epoch, moved_to=database)

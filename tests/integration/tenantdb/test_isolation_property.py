@@ -20,6 +20,7 @@ from tests.integration.tenantdb.conftest import (
     retire_tenants,
     tenantdb_settings,
 )
+from tests.support.databases import role_url
 
 # Tenants 0-2 share the database, 3-4 have their own: isolation must hold within and across both.
 KINDS = ("shared", "shared", "shared", "dedicated", "dedicated")
@@ -49,7 +50,7 @@ def tenants(stack_env: dict[str, str]) -> list[uuid.UUID]:
     async def make() -> list[uuid.UUID]:
         made = []
         for kind in KINDS:
-            tenant = await create_tenant(stack_env["PLATFORM_DATABASE_URL"])
+            tenant = await create_tenant(role_url(stack_env, "tenancy"))
             if kind == "dedicated":
                 await move_to_dedicated(stack_env, tenant)
             made.append(tenant)

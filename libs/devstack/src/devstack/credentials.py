@@ -8,14 +8,18 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from tenantschema import roles
+
 from devstack.errors import DevstackError
 
 SUPERUSER = "postgres"
-OWNER_ROLE = "platform_owner"
-APP_ROLE = "app_user"
+OWNER_ROLE = roles.OWNER_ROLE
+APP_ROLE = roles.APP_GROUP
 # Not a role: the secret dedicated databases' role passwords are derived from (tenantdb.placement).
 DEDICATED_SECRET = "dedicated_password_secret"
-_ROLES = (SUPERUSER, OWNER_ROLE, APP_ROLE, DEDICATED_SECRET)
+# One login role per service (tenantschema.roles), each with a password of its own.
+SERVICE_ROLES = tuple(role.name for role in roles.SERVICE_ROLES)
+_ROLES = (SUPERUSER, OWNER_ROLE, APP_ROLE, DEDICATED_SECRET, *SERVICE_ROLES)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
+from tenantschema import roles
 
 from devstack import procs
 from devstack.config import HOST, PG_BIN_ENV, PG_PORT_ENV, Config
@@ -44,6 +45,17 @@ _TOOLS = ("initdb", "pg_ctl", "postgres")
 _INCLUDE = "include = 'devstack.conf'"
 OWNER_ATTRS = "LOGIN NOSUPERUSER NOBYPASSRLS CREATEDB CREATEROLE"
 APP_ATTRS = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
+SERVICE_ATTRS = f"LOGIN {roles.RUNTIME_ROLE_ATTRIBUTES}"
+
+
+def service_url_keys(role: roles.ServiceRole) -> tuple[str, str]:
+    """The stack.env keys of a service's own URLs: `<SERVICE>_PLATFORM_DATABASE_URL`, `..._SHARED_...`."""
+    return (f"{role.env_prefix}PLATFORM_DATABASE_URL", f"{role.env_prefix}SHARED_DATABASE_URL")
+
+
+SERVICE_DATABASE_KEYS: tuple[str, ...] = tuple(
+    key for r in roles.SERVICE_ROLES for key in service_url_keys(r)
+)
 
 
 # ---------------------------------------------------------------------------------------------- URLs
@@ -100,7 +112,9 @@ def redact(url: str) -> str:
 
 
 def database_urls(admin_url: str, credentials: Credentials, overrides: dict[str, str]) -> dict[str, str]:
-    """ADMIN/OWNER/PLATFORM/SHARED URLs: derived from the admin URL and our passwords, unless overridden."""
+    """ADMIN/OWNER/PLATFORM/SHARED URLs and each service's own pair: derived from the admin URL and our
+    passwords, unless overridden (a service's URLs follow the server and database of an overridden
+    PLATFORM/SHARED URL)."""
     admin = PgUrl.parse(admin_url, name="ADMIN_DATABASE_URL")
     owner = admin.with_user(OWNER_ROLE, credentials.password(OWNER_ROLE)).with_database(PLATFORM_DB)
     app = admin.with_user(APP_ROLE, credentials.password(APP_ROLE))
@@ -113,6 +127,12 @@ def database_urls(admin_url: str, credentials: Credentials, overrides: dict[str,
     for key in urls:
         if overrides.get(key):
             urls[key] = overrides[key]
+    platform = PgUrl.parse(urls["PLATFORM_DATABASE_URL"], name="PLATFORM_DATABASE_URL")
+    shared = PgUrl.parse(urls["SHARED_DATABASE_URL"], name="SHARED_DATABASE_URL")
+    for role in roles.SERVICE_ROLES:
+        password = credentials.password(role.name)
+        for key, base in zip(service_url_keys(role), (platform, shared), strict=True):
+            urls[key] = overrides.get(key) or base.with_user(role.name, password).render()
     for key, value in urls.items():
         PgUrl.parse(value, name=key)
     return urls
@@ -530,6 +550,23 @@ async def _prepare_schema(url: str, owner: str, app_roles: list[str]) -> None:
             await conn.execute(f"GRANT USAGE ON SCHEMA public TO {await _quote_ident(conn, role)}")
 
 
+async def _ensure_service_roles(conn: Any, urls: dict[str, str]) -> None:
+    """Each service's login role (tenantschema.roles), with the password of its URLs, in app_user,
+    with its timeouts. Set here as the superuser, before the migrations grant them their rights (which
+    redo membership and timeouts where the owner may: PostgreSQL 15; 16+ needs ADMIN OPTION)."""
+    for role in roles.SERVICE_ROLES:
+        urls_of_role = [PgUrl.parse(urls[key], name=key) for key in service_url_keys(role) if key in urls]
+        if any(url.user != role.name for url in urls_of_role):
+            raise DevstackError(
+                f"{' / '.join(service_url_keys(role))} must log in as {role.name} "
+                "(tenantschema.roles); other role names are not supported"
+            )
+        password = next((url.password for url in urls_of_role if url.password is not None), None)
+        await _ensure_role(conn, role.name, password, SERVICE_ATTRS)
+    for statement in roles.superuser_role_ddl():
+        await conn.execute(statement)
+
+
 async def bootstrap(urls: dict[str, str]) -> str:
     """Create the roles and databases (idempotent) as the superuser; returns the server version."""
     admin = PgUrl.parse(urls["ADMIN_DATABASE_URL"], name="ADMIN_DATABASE_URL")
@@ -547,6 +584,7 @@ async def bootstrap(urls: dict[str, str]) -> str:
         for app in apps:
             if app.user != owner.user:
                 await _ensure_role(conn, app.user, app.password, APP_ATTRS)
+        await _ensure_service_roles(conn, urls)
         for database in dict.fromkeys(app.database for app in apps):
             await _ensure_database(conn, database, owner.user, app_roles)
     for database in dict.fromkeys(app.database for app in apps):

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tenantschema import roles
+
 from devstack import procs
 from devstack.config import HOST, Config
 from devstack.errors import DevstackError
@@ -100,7 +102,14 @@ def start(config: Config, env: Mapping[str, str], specs: Sequence[ServiceSpec] =
         if spec.name in already:
             continue
         config.services_dir.mkdir(parents=True, exist_ok=True)
-        child_env = {**os.environ, **env, **spec.extra_env, "HOST": HOST, "PORT": str(spec.port)}
+        child_env = {
+            **os.environ,
+            **env,
+            **database_env(spec.name, env),
+            **spec.extra_env,
+            "HOST": HOST,
+            "PORT": str(spec.port),
+        }
         with _log_file(config, spec.name).open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", spec.module, *spec.args],
@@ -119,6 +128,20 @@ def start(config: Config, env: Mapping[str, str], specs: Sequence[ServiceSpec] =
 
 
 _CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
+def database_env(service: str, env: Mapping[str, str]) -> dict[str, str]:
+    """PLATFORM_DATABASE_URL / SHARED_DATABASE_URL of a service: its own role's (stack.env's
+    `<SERVICE>_PLATFORM_DATABASE_URL`, ...), so each process logs in as itself."""
+    try:
+        prefix = roles.role_for(service).env_prefix
+    except KeyError:
+        return {}
+    found: dict[str, str] = {}
+    for key in ("PLATFORM_DATABASE_URL", "SHARED_DATABASE_URL"):
+        if env.get(prefix + key):
+            found[key] = env[prefix + key]
+    return found
 
 
 async def wait_ready(

@@ -23,7 +23,14 @@ from devstack.services import SERVICES, ServiceSpec
 
 log = logging.getLogger("devstack")
 
-DATABASE_KEYS = ("PLATFORM_DATABASE_URL", "SHARED_DATABASE_URL", "ADMIN_DATABASE_URL", "OWNER_DATABASE_URL")
+DATABASE_KEYS = (
+    "PLATFORM_DATABASE_URL",
+    "SHARED_DATABASE_URL",
+    "ADMIN_DATABASE_URL",
+    "OWNER_DATABASE_URL",
+    # Each service's own login role (tenantschema.roles): TENANCY_PLATFORM_DATABASE_URL, ...
+    *postgres.SERVICE_DATABASE_KEYS,
+)
 SERVICE_KEYS = tuple(services.SERVICE_PORTS)
 STACK_KEYS: tuple[str, ...] = (
     *DATABASE_KEYS,

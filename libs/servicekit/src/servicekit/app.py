@@ -279,7 +279,9 @@ SHARED_SOURCE = "shared"
 def tenant_outbox_relay(tdb: TenantDB, bootstrap_servers: str, *, sweep_interval: float) -> OutboxRelay:
     """The relay of a tenant service: its sources are the shared and the dedicated databases, and every
     committed unit of work wakes it for its own database (services need not remember to)."""
-    relay = OutboxRelay(bootstrap_servers, tenant_outbox_sources(tdb), sweep_interval=sweep_interval)
+    # The relay's connections are its own ("<service>:relay" in pg_stat_activity), off the request pool.
+    sources = tenant_outbox_sources(tdb.for_worker("relay"))
+    relay = OutboxRelay(bootstrap_servers, sources, sweep_interval=sweep_interval)
     tdb.on_commit(lambda placement: relay.notify(_source_name(placement)))
     return relay
 

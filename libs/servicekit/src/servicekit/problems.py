@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-from tenantdb import TenantMoving, TenantNotFound, TenantUnavailable
+from tenantdb import PoolExhausted, TenantMoving, TenantNotFound, TenantUnavailable
 
 from servicekit import errors
 
@@ -105,6 +106,15 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(TenantMoving)
     async def _moving(request: Request, error: TenantMoving) -> JSONResponse:
         return problem_response(503, "Service Unavailable", str(error), request, retryable=True)
+
+    # A saturated process sheds load (503 + Retry-After) instead of failing: tenantdb's pools, and a
+    # plain SQLAlchemy pool (tenancy's engine) whose wait for a connection timed out.
+    @app.exception_handler(PoolExhausted)
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    async def _saturated(request: Request, error: Exception) -> JSONResponse:
+        log.warning("database pool exhausted", path=request.url.path, error=str(error))
+        detail = "no database connection free; retry shortly"
+        return problem_response(503, "Service Unavailable", detail, request, retryable=True)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -10,7 +10,9 @@ See README.md for the routing rules and the fencing protocol the migrator implem
 
 from tenantdb.directory import TenantDirectory
 from tenantdb.errors import (
+    CutoverLockTimeout,
     PlacementMisconfigured,
+    PoolExhausted,
     TenantDBError,
     TenantMoving,
     TenantNotFound,
@@ -21,8 +23,10 @@ from tenantdb.settings import TenantDBSettings, get_settings
 from tenantdb.unit_of_work import TenantDB, UnitOfWork
 
 __all__ = [
+    "CutoverLockTimeout",
     "Placement",
     "PlacementMisconfigured",
+    "PoolExhausted",
     "TenantDB",
     "TenantDBError",
     "TenantDBSettings",

@@ -39,6 +39,7 @@ def create_engine(
     recycle: int,
     pgbouncer: bool,
     application_name: str = "tenantdb",
+    pool_timeout: float = 30.0,
 ) -> AsyncEngine:
     connect_args: dict[str, Any] = {"server_settings": {"application_name": application_name}}
     options: dict[str, Any] = {}
@@ -52,7 +53,12 @@ def create_engine(
         }
         options["poolclass"] = NullPool
     else:
-        options |= {"pool_size": pool_size, "max_overflow": max_overflow, "pool_recycle": recycle}
+        options |= {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_recycle": recycle,
+            "pool_timeout": pool_timeout,
+        }
     engine = create_async_engine(
         asyncpg_url(url),
         isolation_level="AUTOCOMMIT",
@@ -84,10 +90,16 @@ class DedicatedEngines:
         recycle: int,
         pgbouncer: bool,
         application_name: str = "tenantdb",
+        pool_timeout: float = 30.0,
     ) -> None:
         self._engines: OrderedDict[str, AsyncEngine] = OrderedDict()
         self._max = max_engines
-        self._options = {"pool_size": pool_size, "max_overflow": max_overflow, "recycle": recycle}
+        self._options: dict[str, Any] = {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "recycle": recycle,
+            "pool_timeout": pool_timeout,
+        }
         self._pgbouncer = pgbouncer
         self._application_name = application_name
         self._disposals: set[asyncio.Task[None]] = set()

@@ -22,6 +22,20 @@ from typing import Literal
 import asyncpg
 from tenantschema.urls import libpq_url
 
+from tenantdb.errors import CutoverLockTimeout
+
+# Every lock wait of the cutover has a deadline. Holding the tenant waits for its in-flight writes
+# (each bounded by the services' statement_timeout, 5 s): 10 s is ample, and past it the migrator
+# backs off and retries rather than queueing writers behind it indefinitely.
+HOLD_TIMEOUT_SECONDS = 10.0
+# The fence, unfence and flip are single-row writes; a lock on them is held by a short transaction.
+STATEMENT_LOCK_TIMEOUT_SECONDS = 5.0
+CUTOVER_APPLICATION_NAME = "migrator:cutover"
+
+
+def _ms(seconds: float) -> str:
+    return f"{max(1, int(seconds * 1000))}ms"
+
 
 class Cutover:
     def __init__(self, connection: asyncpg.Connection, tenant_id: uuid.UUID) -> None:
@@ -30,11 +44,31 @@ class Cutover:
 
     @classmethod
     @asynccontextmanager
-    async def hold(cls, source_owner_url: str, tenant_id: uuid.UUID) -> AsyncIterator[Cutover]:
-        """Hold the tenant's writes on the source database (exclusive lock) for the duration."""
-        connection = await asyncpg.connect(libpq_url(source_owner_url))
+    async def hold(
+        cls,
+        source_owner_url: str,
+        tenant_id: uuid.UUID,
+        *,
+        wait_seconds: float = HOLD_TIMEOUT_SECONDS,
+        application_name: str = CUTOVER_APPLICATION_NAME,
+    ) -> AsyncIterator[Cutover]:
+        """Hold the tenant's writes on the source database (exclusive lock) for the duration.
+
+        Waits at most `wait_seconds` for the lock (in-flight writes finishing), then raises
+        CutoverLockTimeout having taken nothing: queued writers go on, the cutover can be retried.
+        """
+        connection = await asyncpg.connect(
+            libpq_url(source_owner_url),
+            timeout=wait_seconds,
+            server_settings={"application_name": application_name, "lock_timeout": _ms(wait_seconds)},
+        )
         try:
-            await connection.execute("SELECT pg_advisory_lock(tenantdb_fence_key($1))", tenant_id)
+            try:
+                await connection.execute("SELECT pg_advisory_lock(tenantdb_fence_key($1))", tenant_id)
+            except asyncpg.LockNotAvailableError:
+                raise CutoverLockTimeout(tenant_id, "the exclusive fence lock", wait_seconds) from None
+            # What runs inside the hold (fence, delta copy) waits on row locks at most this long.
+            await connection.execute(f"SET lock_timeout = '{_ms(STATEMENT_LOCK_TIMEOUT_SECONDS)}'")
             try:
                 yield cls(connection, tenant_id)
             finally:
@@ -60,9 +94,20 @@ async def fence(connection: asyncpg.Connection, tenant_id: uuid.UUID, *, epoch: 
 
 async def unfence(owner_url: str, tenant_id: uuid.UUID) -> None:
     """Let a database serve the tenant again (the target of a move back)."""
-    connection = await asyncpg.connect(libpq_url(owner_url))
+    connection = await asyncpg.connect(
+        libpq_url(owner_url),
+        timeout=STATEMENT_LOCK_TIMEOUT_SECONDS,
+        server_settings={
+            "application_name": CUTOVER_APPLICATION_NAME,
+            "lock_timeout": _ms(STATEMENT_LOCK_TIMEOUT_SECONDS),
+        },
+    )
     try:
         await connection.execute("DELETE FROM tenant_fences WHERE tenant_id = $1", tenant_id)
+    except asyncpg.LockNotAvailableError:
+        raise CutoverLockTimeout(
+            tenant_id, "the target's fence row", STATEMENT_LOCK_TIMEOUT_SECONDS
+        ) from None
     finally:
         await connection.close()
 
@@ -73,16 +118,26 @@ async def flip_placement(
     *,
     tenant_type: Literal["shared", "dedicated"],
     database_name: str | None,
+    lock_timeout: float = STATEMENT_LOCK_TIMEOUT_SECONDS,
 ) -> int:
-    """Point the directory at the new placement; returns the new placement epoch."""
-    epoch: int | None = await platform.fetchval(
-        """UPDATE tenants SET tenant_type = $2, database_name = $3,
-                              placement_epoch = placement_epoch + 1, updated_at = now()
-           WHERE id = $1 RETURNING placement_epoch""",
-        tenant_id,
-        tenant_type,
-        database_name,
-    )
+    """Point the directory at the new placement; returns the new placement epoch.
+
+    The tenant's row lock (tenancy updating the tenant) is waited on at most `lock_timeout` seconds
+    (CutoverLockTimeout). Inside a caller's transaction the timeout holds until that transaction ends.
+    """
+    async with platform.transaction():
+        await platform.execute("SELECT set_config('lock_timeout', $1, true)", _ms(lock_timeout))
+        try:
+            epoch: int | None = await platform.fetchval(
+                """UPDATE tenants SET tenant_type = $2, database_name = $3,
+                                      placement_epoch = placement_epoch + 1, updated_at = now()
+                   WHERE id = $1 RETURNING placement_epoch""",
+                tenant_id,
+                tenant_type,
+                database_name,
+            )
+        except asyncpg.LockNotAvailableError:
+            raise CutoverLockTimeout(tenant_id, "the directory row", lock_timeout) from None
     if epoch is None:
         raise LookupError(f"tenant {tenant_id} does not exist")
     return epoch

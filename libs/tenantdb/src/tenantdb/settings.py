@@ -37,9 +37,20 @@ class TenantDBSettings(BaseSettings):
     dedicated_max_overflow: int = Field(0, ge=0)
     max_dedicated_engines: int = Field(32, ge=1)
     pool_recycle_seconds: int = Field(1800, ge=1)
+    # How long a unit of work waits for a pooled connection before failing with the retryable
+    # PoolExhausted (HTTP 503 + Retry-After). SQLAlchemy's 30 s default would hold a request far
+    # past any client's patience; a saturated process should shed load instead.
+    pool_timeout_seconds: float = Field(3.0, gt=0)
 
     directory_ttl_seconds: float = Field(30.0, gt=0)
-    # How long a write waits for a cutover before failing with the retryable TenantMoving.
+    # Unknown tenant ids are remembered as unknown this long (a flood of random ids costs no query
+    # each); a tenant created meanwhile is found after at most this long, or at once when its
+    # tenant.created event reaches the process. At most `directory_negative_entries` are kept.
+    directory_negative_ttl_seconds: float = Field(3.0, ge=0)
+    directory_negative_entries: int = Field(10_000, ge=0)
+    # How long a write waits for a cutover before failing with the retryable TenantMoving. The wait
+    # holds no connection: the fence lock is probed, and on a busy lock the connection goes back to
+    # the pool while the write backs off (unit_of_work.py).
     write_wait_seconds: float = Field(5.0, gt=0)
 
     # Read-only units of work skip the fence check by default: it is a function call in the database
@@ -48,7 +59,8 @@ class TenantDBSettings(BaseSettings):
     # is invalidated (event: under a second; else the TTL). True: reads are fenced and rerouted too.
     fence_reads: bool = False
 
-    # Shown in pg_stat_activity for every connection tenantdb opens (which process holds what).
+    # Shown in pg_stat_activity for every connection tenantdb opens (which process holds what): the
+    # service's name; background work gets `<service>:<worker>` (TenantDB.for_worker).
     application_name: str = "tenantdb"
 
     # Behind PgBouncer in transaction pooling: no statement cache, unique statement names, no

@@ -28,14 +28,19 @@ INVALIDATING_EVENTS = frozenset(
 
 
 def handle_tenant_event(directory: TenantDirectory, body: Any) -> bool:
-    """Invalidate the tenant's entry if the event may change its placement; True when it did."""
-    if not isinstance(body, dict) or body.get("event_type") not in INVALIDATING_EVENTS:
+    """Invalidate the tenant's entry if the event may change its placement; True when it did.
+
+    `tenant.created` only drops the id from the unknown-tenant cache (the directory's negative
+    entries), so a tenant asked for just before it existed is found at once."""
+    if not isinstance(body, dict) or body.get("event_type") not in INVALIDATING_EVENTS | {"tenant.created"}:
         return False
     try:
         tenant_id = uuid.UUID(str(body["tenant_id"]))
     except (KeyError, ValueError):
         log.warning("tenant event without a valid tenant_id ignored", event_id=body.get("event_id"))
         return False
+    if body["event_type"] == "tenant.created":
+        return directory.forget_unknown(tenant_id)
     directory.invalidate(tenant_id, epoch=_epoch(body), reason="event")
     return True
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+import sqlalchemy.exc
 import structlog
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -30,7 +32,7 @@ from tenantschema.fencing_ddl import FENCED_SQLSTATE
 
 from tenantdb.directory import TenantDirectory
 from tenantdb.engines import DedicatedEngines, create_engine
-from tenantdb.errors import PlacementMisconfigured, TenantMoving, TenantUnavailable
+from tenantdb.errors import PlacementMisconfigured, PoolExhausted, TenantMoving, TenantUnavailable
 from tenantdb.metrics import ACQUIRE_SECONDS, FENCED, FENCED_WAIT_SECONDS, ROUTED
 from tenantdb.placement import AVAILABLE_STATUS, Placement, dedicated_url
 from tenantdb.settings import TenantDBSettings
@@ -39,6 +41,12 @@ log = structlog.get_logger("tenantdb")
 
 LOCK_NOT_AVAILABLE = "55P03"
 _ROLLBACK_TIMEOUT = 5.0
+# A write probes the tenant's fence lock, waiting at most this long inside tenantdb_enter (0 would
+# mean "no timeout" to PostgreSQL). When a cutover holds the lock, the connection goes back to the
+# pool at once and the write backs off, so waiting writers of one tenant never starve the others.
+FENCE_PROBE_MS = 1
+_BACKOFF_FIRST = 0.01
+_BACKOFF_MAX = 0.1
 
 
 _LABELS: dict[tuple[str, bool], tuple[Any, Any]] = {}
@@ -94,14 +102,20 @@ class UnitOfWork:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
         if exc_type is not None:
+            # Shielded: a second cancellation cannot strand the connection half cleaned; the error
+            # (CancelledError included) propagates, since this returns None.
             await asyncio.shield(_close_after_failure(self.connection, self._driver))
             return
         if not self._done:
-            if self.readonly:
-                await self.commit()  # nothing to undo; COMMIT ends a read-only transaction as well
-            else:
-                self._done = True
-                await _rollback_or_invalidate(self.connection, self._driver, failed=False)
+            try:
+                if self.readonly:
+                    await self.commit()  # nothing to undo; COMMIT ends a read-only transaction as well
+                else:
+                    self._done = True
+                    await _rollback_or_invalidate(self.connection, self._driver, failed=False)
+            except BaseException:  # cancelled (or the connection broke) while ending the transaction
+                await asyncio.shield(_close_after_failure(self.connection, self._driver))
+                raise
         await self.connection.close()
 
 
@@ -119,7 +133,9 @@ async def _rollback_or_invalidate(connection: AsyncConnection, driver: Any, *, f
                 await driver.execute("ROLLBACK")
         if driver.is_closed() or not driver.is_in_transaction():
             return
-    except (Exception, asyncio.CancelledError) as error:  # the connection is suspect either way
+    except asyncio.CancelledError:
+        raise  # never swallowed: the caller discards the connection (shielded) and re-raises
+    except Exception as error:  # the connection is suspect: thrown away below
         log.warning("rollback failed; discarding connection", error=repr(error))
     await connection.invalidate()
 
@@ -143,12 +159,13 @@ def _read_begin_sql(tenant_id: uuid.UUID, shared: bool, fenced: bool) -> str:
 class TenantDB:
     """The routing library's entry point: build one per process, `await close()` at shutdown."""
 
-    def __init__(self, settings: TenantDBSettings) -> None:
+    def __init__(self, settings: TenantDBSettings, *, directory: TenantDirectory | None = None) -> None:
         self.settings = settings
         common = {
             "recycle": settings.pool_recycle_seconds,
             "pgbouncer": settings.pgbouncer,
             "application_name": settings.application_name,
+            "pool_timeout": settings.pool_timeout_seconds,
         }
         self.platform_engine = create_engine(
             settings.platform_database_url,
@@ -168,8 +185,36 @@ class TenantDB:
             max_overflow=settings.dedicated_max_overflow,
             **common,  # type: ignore[arg-type]
         )
-        self.directory = TenantDirectory(self.platform_engine, ttl=settings.directory_ttl_seconds)
+        self.directory = directory or TenantDirectory(
+            self.platform_engine,
+            ttl=settings.directory_ttl_seconds,
+            negative_ttl=settings.directory_negative_ttl_seconds,
+            max_negative=settings.directory_negative_entries,
+        )
         self._commit_listeners: list[Callable[[Placement], None]] = []
+        self._workers: list[TenantDB] = []
+        # Tenants whose fence lock a write found held (a cutover), while it probes again (_open).
+        self._held: dict[uuid.UUID, _HeldTenant] = {}
+
+    def for_worker(self, worker: str, *, pool_size: int = 2) -> TenantDB:
+        """A TenantDB for a background worker (relay, consumers): its connections are named
+        `<application_name>:<worker>` in pg_stat_activity, and it has pools of its own (small: `pool_size`
+        shared connections, one per dedicated database), so background work never takes a request's
+        connection. Cheap: engines connect lazily, the directory (cache, invalidations) and the commit
+        listeners are this TenantDB's, and `close()` here closes the worker too."""
+        settings = self.settings.model_copy(
+            update={
+                "application_name": f"{self.settings.application_name}:{worker}",
+                "shared_pool_size": pool_size,
+                "shared_max_overflow": 0,
+                "dedicated_pool_size": 1,
+                "dedicated_max_overflow": 0,
+            }
+        )
+        worker_db = TenantDB(settings, directory=self.directory)
+        worker_db._commit_listeners = self._commit_listeners
+        self._workers.append(worker_db)
+        return worker_db
 
     def on_commit(self, listener: Callable[[Placement], None]) -> None:
         """Call `listener(placement)` after every committed writing unit of work (e.g. to wake the
@@ -184,6 +229,8 @@ class TenantDB:
                 log.exception("commit listener failed", tenant_id=str(placement.tenant_id))
 
     async def close(self) -> None:
+        for worker in self._workers:
+            await worker.close()
         await self.dedicated.dispose_all()
         await self.shared_engine.dispose()
         await self.platform_engine.dispose()
@@ -215,62 +262,142 @@ class TenantDB:
 
         Writes (the default) wait up to `write_wait_seconds` while a cutover holds the tenant, then run
         on the new placement, or fail with the retryable TenantMoving. Read-only units of work never
-        wait, and PostgreSQL refuses any write inside them.
+        wait, and PostgreSQL refuses any write inside them. A pool with no connection free within
+        `pool_timeout_seconds` fails with the retryable PoolExhausted.
         """
         if not isinstance(tenant_id, uuid.UUID):
             tenant_id = uuid.UUID(str(tenant_id))
         return UnitOfWork(self, tenant_id, readonly)
 
     async def _open(self, uow: UnitOfWork) -> None:
-        """Check out a connection on the tenant's placement and begin its transaction (one round trip)."""
+        """Check out a connection on the tenant's placement and begin its transaction (one round trip).
+
+        A write that meets a cutover (the fence lock busy: 55P03) or a fence (TD001: a stale route)
+        gives its connection back before it waits, until `write_wait_seconds` have passed. Holding no
+        connection while waiting, a tenant being moved cannot starve the process's other tenants of
+        the pool. And only one write per tenant and process probes the lock again (with jittered
+        exponential backoff); the tenant's other writes wait for its word (`_HeldTenant`), so a
+        thousand waiting writes cost what one does.
+        """
         tenant_id, readonly = uow.tenant_id, uow.readonly
         fence_reads = self.settings.fence_reads
         started = time.perf_counter()
         deadline = started + self.settings.write_wait_seconds
-        fenced_since: float | None = None
-        backoff = 0.02
-        while True:
-            placement = _available(await self.directory.get(tenant_id))
-            shared = placement.is_shared
-            connection = await (self.shared_engine if shared else self.engine_for(placement)).connect()
-            # Already checked out: reading it needs no I/O, so no greenlet hop (get_raw_connection has one).
-            driver: Any = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
-            if readonly:
-                begin = _read_begin_sql(tenant_id, shared, fence_reads)
-            else:
-                wait_ms = max(1, int((deadline - time.perf_counter()) * 1000))
-                begin = _begin_sql(tenant_id, shared, False, True, wait_ms)
-            try:
-                await driver.execute(begin)
-            except asyncpg.PostgresError as error:
-                await _rollback_or_invalidate(connection, driver)
-                await connection.close()
-                fenced_since = fenced_since or time.perf_counter()
-                if error.sqlstate == FENCED_SQLSTATE:
-                    # A stale route: the tenant moved off this database. Re-read the directory and retry.
-                    self.directory.invalidate(tenant_id, reason="fenced")
-                    if time.perf_counter() + backoff < deadline:
-                        await asyncio.sleep(backoff)
-                        backoff = min(backoff * 2, 0.25)
+        waiting_since: float | None = None
+        rerouted = False
+        backoff = _BACKOFF_FIRST
+        probing: _HeldTenant | None = None  # set while this write probes the lock for its tenant
+        try:
+            while True:
+                if not readonly and self._held:  # empty unless a tenant of this process is at a cutover
+                    held = self._held.get(tenant_id)
+                    if held is not None and held is not probing:
+                        waiting_since = waiting_since or time.perf_counter()
+                        await _wait_for_word(held, tenant_id, deadline, started, waiting_since)
+                        if not held.free and tenant_id not in self._held:
+                            # The prober gave up (its own wait ran out): this write takes over.
+                            probing = self._held[tenant_id] = _HeldTenant()
                         continue
-                if error.sqlstate in (FENCED_SQLSTATE, LOCK_NOT_AVAILABLE):
-                    waited = time.perf_counter() - fenced_since
+                placement = _available(await self.directory.get(tenant_id))
+                shared = placement.is_shared
+                connection = await _connect(
+                    self.shared_engine if shared else self.engine_for(placement), placement
+                )
+                # Checked out already: reading it needs no I/O, so no greenlet hop (get_raw_connection has).
+                driver: Any = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+                if readonly:
+                    begin = _read_begin_sql(tenant_id, shared, fence_reads)
+                else:
+                    begin = _begin_sql(tenant_id, shared, False, True, FENCE_PROBE_MS)
+                try:
+                    await driver.execute(begin)
+                except asyncpg.PostgresError as error:
+                    await asyncio.shield(_close_after_failure(connection, driver))
+                    if error.sqlstate not in (FENCED_SQLSTATE, LOCK_NOT_AVAILABLE):
+                        raise
+                    now = time.perf_counter()
+                    waiting_since = waiting_since or now
+                    if error.sqlstate == LOCK_NOT_AVAILABLE and probing is None:
+                        if tenant_id in self._held:
+                            continue  # another write probes already: wait for its word
+                        probing = self._held[tenant_id] = _HeldTenant()
+                    if error.sqlstate == FENCED_SQLSTATE:
+                        # A stale route: the tenant moved off this database (so the lock is free: let
+                        # the tenant's other writes go too). Re-read the directory and retry.
+                        self._release(tenant_id, probing, free=True)
+                        probing = None
+                        self.directory.invalidate(tenant_id, reason="fenced")
+                        rerouted = True
+                    remaining = deadline - now
+                    if remaining > 0:
+                        # Not cryptographic: jitter, so writers released together do not retry together.
+                        await asyncio.sleep(min(remaining, backoff * random.uniform(0.5, 1.0)))
+                        backoff = min(backoff * 2, _BACKOFF_MAX)
+                        continue
                     FENCED.labels("timeout").inc()
-                    FENCED_WAIT_SECONDS.observe(waited)
-                    raise TenantMoving(tenant_id, time.perf_counter() - started) from error
-                raise
-            except BaseException:
-                await asyncio.shield(_close_after_failure(connection, driver))
-                raise
-            break
+                    FENCED_WAIT_SECONDS.observe(now - waiting_since)
+                    raise TenantMoving(tenant_id, now - started) from error
+                except BaseException:
+                    await asyncio.shield(_close_after_failure(connection, driver))
+                    raise
+                break
+            self._release(tenant_id, probing, free=True)  # began: the lock was free
+        finally:
+            self._release(tenant_id, probing, free=False)  # failed or cancelled (no-op otherwise)
 
-        if fenced_since is not None:
-            FENCED.labels("rerouted").inc()
-            FENCED_WAIT_SECONDS.observe(time.perf_counter() - fenced_since)
+        if waiting_since is not None:
+            FENCED.labels("rerouted" if rerouted else "waited").inc()
+            FENCED_WAIT_SECONDS.observe(time.perf_counter() - waiting_since)
         acquire_seconds, routed = _metrics(placement.tenant_type, readonly)
         acquire_seconds.observe(time.perf_counter() - started)
         routed.inc()
         uow.placement, uow.connection, uow._driver = placement, connection, driver
+
+    def _release(self, tenant_id: uuid.UUID, probing: _HeldTenant | None, *, free: bool) -> None:
+        """Stop probing for the tenant and tell its waiting writes whether the lock was free."""
+        if probing is None or probing.opened.is_set():
+            return
+        if self._held.get(tenant_id) is probing:
+            del self._held[tenant_id]
+        probing.free = free
+        probing.opened.set()
+
+
+class _HeldTenant:
+    """A tenant whose fence lock a write of this process found held (a cutover): that write probes it
+    again and again; the tenant's other writes wait on `opened`. `free` says whether the lock was
+    free when it opened (all go), or the prober gave up (one of the waiters takes over)."""
+
+    __slots__ = ("free", "opened")
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.free = False
+
+
+async def _wait_for_word(
+    held: _HeldTenant, tenant_id: uuid.UUID, deadline: float, started: float, waiting_since: float
+) -> None:
+    remaining = deadline - time.perf_counter()
+    try:
+        if remaining <= 0:
+            raise TimeoutError
+        async with asyncio.timeout(remaining):
+            await held.opened.wait()
+    except TimeoutError:
+        now = time.perf_counter()
+        FENCED.labels("timeout").inc()
+        FENCED_WAIT_SECONDS.observe(now - waiting_since)
+        raise TenantMoving(tenant_id, now - started) from None
+
+
+async def _connect(engine: AsyncEngine, placement: Placement) -> AsyncConnection:
+    """A pooled connection; a pool with none free in time is PoolExhausted (503), never a 500."""
+    started = time.perf_counter()
+    try:
+        return await engine.connect()
+    except sqlalchemy.exc.TimeoutError:
+        raise PoolExhausted(placement.tenant_type, time.perf_counter() - started) from None
 
 
 def _available(placement: Placement) -> Placement:

@@ -30,6 +30,9 @@ from sqlalchemy.schema import SchemaItem
 
 from tenantschema.declarations import IndexDecl, TenantTableDecl
 
+# Re-exported: revisions, provisioning and tests import it from here.
+from tenantschema.roles import quote_ident as quote_ident
+
 Variant = Literal["shared", "dedicated"]
 
 TENANT_SETTING = "app.current_tenant_id"
@@ -103,11 +106,6 @@ def _policy_ddl(table: str) -> list[str]:
         f"CREATE POLICY {table}_tenant_isolation ON {table} FOR ALL "
         f"USING ({predicate}) WITH CHECK ({predicate})",
     ]
-
-
-def quote_ident(name: str) -> str:
-    """A role name as a quoted identifier (role names come from configuration, not users)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def post_create_ddl(decl: TenantTableDecl, variant: Variant, app_role: str) -> list[str]:

@@ -24,7 +24,8 @@ log = structlog.get_logger("orders.consumers")
 
 def register(broker: KafkaBroker, service: TenantService[OrdersSettings, OrdersService]) -> None:
     mount_directory_invalidation(broker, service.tdb.directory)
-    usecases = service.usecases
+    # Its own connections, named "orders:consumers" in pg_stat_activity, off the request pool.
+    usecases = OrdersService(service.tdb.for_worker("consumers"))
 
     @broker.subscriber(
         topics.PRODUCTS,
