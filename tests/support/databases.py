@@ -1,7 +1,10 @@
-"""Fresh, empty databases on the dev stack's PostgreSQL (registered as a fixture by tests/conftest.py)."""
+"""Fresh, empty databases on the dev stack's PostgreSQL (registered as a fixture by tests/conftest.py),
+the services' own login URLs, and what pg_stat_activity says about their connections."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
@@ -57,3 +60,25 @@ def role_settings(stack_env: Mapping[str, str], service: str) -> dict[str, str]:
         "platform_database_url": role_url(stack_env, service, "platform"),
         "shared_database_url": role_url(stack_env, service, "shared"),
     }
+
+
+async def connection_names(admin_url: str, role: str) -> set[str]:
+    """The application_name of every connection `role` has open right now (pg_stat_activity)."""
+    admin = await asyncpg.connect(libpq_url(admin_url))
+    try:
+        rows = await admin.fetch("SELECT application_name FROM pg_stat_activity WHERE usename = $1", role)
+    finally:
+        await admin.close()
+    return {row["application_name"] for row in rows}
+
+
+async def wait_for_connection_names(
+    admin_url: str, role: str, expected: set[str], *, timeout: float = 15.0
+) -> set[str]:
+    """Poll pg_stat_activity until `role`'s connections carry exactly the `expected` names."""
+    deadline = time.monotonic() + timeout
+    while True:
+        names = await connection_names(admin_url, role)
+        if names == expected or time.monotonic() > deadline:
+            return names
+        await asyncio.sleep(0.2)

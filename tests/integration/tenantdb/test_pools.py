@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import insert, select
-from tenantdb import CutoverLockTimeout, PoolExhausted, TenantDB, TenantNotFound
+from tenantdb import CutoverLockTimeout, PoolExhausted, TenantDB, TenantNotFound, unit_of_work
 from tenantdb.fencing import Cutover
 from tenantschema.tables import products
 from tenantschema.urls import libpq_url, with_database
@@ -193,3 +194,31 @@ async def test_cutover_hold_gives_up_at_its_deadline_and_takes_nothing(
     # Once the writer is gone, the same hold succeeds at once.
     async with Cutover.hold(_shared_owner(stack_env), tenant, wait_seconds=0.3):
         pass
+
+
+async def test_many_writes_of_a_held_tenant_probe_the_lock_as_one(
+    stack_env: dict[str, str],
+    make_tenantdb: MakeTenantDB,
+    make_tenant: MakeTenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tdb = make_tenantdb(write_wait_seconds=5.0)
+    tenant = await make_tenant("shared")
+    probes = 0
+    begin_sql = unit_of_work._begin_sql
+
+    def counting(*args: Any) -> str:
+        nonlocal probes
+        probes += 1
+        return begin_sql(*args)
+
+    monkeypatch.setattr(unit_of_work, "_begin_sql", counting)
+    async with Cutover.hold(_shared_owner(stack_env), tenant):
+        writers = [asyncio.create_task(_write(tdb, tenant, f"w{i}")) for i in range(50)]
+        await asyncio.sleep(1.0)
+        during_hold = probes
+    await asyncio.wait_for(asyncio.gather(*writers), 10)
+    # Each write's first attempt, then about one probe per backoff step (≤ 100 ms) for them all:
+    # fifty writers probing on their own make ~250.
+    assert during_hold < 50 + 30, f"{during_hold} probes in 1 s"
+    assert await _count(tdb, tenant) == 50

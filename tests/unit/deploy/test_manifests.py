@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings
 from tenancy.settings import TenancySettings
 from tenantdb import TenantDBSettings
 from tenantschema import migrations
+from tenantschema import roles as database_roles
 
 from tests.unit.deploy.kustomize_lite import (
     CLUSTER_SCOPED_KINDS,
@@ -59,6 +60,18 @@ SERVICE_SECRET_KEYS = {
     "SHARED_DATABASE_URL",
     "DEDICATED_PASSWORD_SECRET",
     "DEDICATED_DATABASE_URL_TEMPLATE",
+}
+# Each service's database URLs log in as its own role (tenantschema.roles): the Secret holds them
+# under the stack.env names, `<SERVICE>_PLATFORM_DATABASE_URL`, `<SERVICE>_SHARED_DATABASE_URL`.
+ROLE_URL_VARIABLES = {"PLATFORM_DATABASE_URL", "SHARED_DATABASE_URL"}
+
+
+def secret_key(service: str, variable: str) -> str:
+    return f"{service.upper()}_{variable}" if variable in ROLE_URL_VARIABLES else variable
+
+
+SECRET_KEYS = {
+    secret_key(service, variable) for service in CONTRACT_PORTS for variable in SERVICE_SECRET_KEYS
 }
 EXPECTED_TOPICS = {
     "tenancy.tenants.v1",
@@ -263,8 +276,8 @@ def test_environment_is_what_the_service_reads(name: str, service: str) -> None:
         ref = entry.get("valueFrom", {}).get("secretKeyRef")
         if ref is not None:
             assert ref["name"] == SECRET
-            assert ref["key"] == variable
-            assert variable in SERVICE_SECRET_KEYS, f"{variable}: services get only the app_user URLs"
+            assert variable in SERVICE_SECRET_KEYS, f"{variable}: services get only their own role's URLs"
+            assert ref["key"] == secret_key(service, variable), f"{service} must log in as its own role"
     fields = settings_fields(service)
     missing = {v for v, required in fields.items() if required} - provided
     assert not missing, f"{service} requires {missing}"
@@ -279,7 +292,7 @@ def test_config_map_holds_settings_a_service_reads_and_no_credentials() -> None:
     assert {"KAFKA_BOOTSTRAP_SERVERS", "LOG_LEVEL", "DIRECTORY_TTL_SECONDS", "WRITE_WAIT_SECONDS"} <= set(
         data
     )
-    assert not set(data) & (SERVICE_SECRET_KEYS | {"OWNER_PLATFORM_URL", "OWNER_SHARED_URL"})
+    assert not set(data) & (SERVICE_SECRET_KEYS | SECRET_KEYS | {"OWNER_PLATFORM_URL", "OWNER_SHARED_URL"})
     assert not {"HOST", "PORT"} & set(data), "HOST and PORT are per container"
     assert all(isinstance(v, str) for v in data.values()), "ConfigMap values must be strings"
 
@@ -302,7 +315,7 @@ def test_every_secret_key_is_documented() -> None:
         for e in c.get("env", [])
         if "secretKeyRef" in e.get("valueFrom", {})
     }
-    assert keys == SERVICE_SECRET_KEYS | {"OWNER_PLATFORM_URL", "OWNER_SHARED_URL"}
+    assert keys == SECRET_KEYS | {"OWNER_PLATFORM_URL", "OWNER_SHARED_URL"}
     for key in keys:
         assert f"`{key}`" in readme, f"deploy/k8s/README.md does not document {key}"
     assert "kubectl apply -k deploy/k8s/overlays/prod" in readme
@@ -401,6 +414,13 @@ def test_postgres_cluster() -> None:
     roles = {r["name"]: r for r in cluster["spec"]["managed"]["roles"]}
     assert roles["app_user"]["superuser"] is False
     assert roles["app_user"]["bypassrls"] is False
+    for role in database_roles.SERVICE_ROLES:  # one login role per service, in the group app_user
+        managed = roles[role.name]
+        assert managed["login"] is True
+        assert managed["inRoles"] == [database_roles.APP_GROUP]
+        for power in ("superuser", "bypassrls", "createdb", "createrole", "replication"):
+            assert managed[power] is False, f"{role.name}: {power}"
+        assert managed["passwordSecret"]["name"] == f"platform-pg-{role.service}-service"
     databases = {d["spec"]["name"]: d for d in rendered("infra").of_kind("Database")}
     assert databases["shared"]["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
 
