@@ -220,7 +220,12 @@ def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
         for name, module, method in plan:
             if name not in selected:
                 continue
-            ours = Server(module, service_env, workdir)
+            # The service logs in as its own role, as it does when deployed (tenantschema.roles).
+            own_role = {
+                "PLATFORM_DATABASE_URL": env[f"{module.upper()}_PLATFORM_DATABASE_URL"],
+                "SHARED_DATABASE_URL": env[f"{module.upper()}_SHARED_DATABASE_URL"],
+            }
+            ours = Server(module, {**service_env, **own_role}, workdir)
             bare = Server("bench.bare_app", service_env, workdir)
             try:
                 ours.wait_ready("/readyz")

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
 from events import outbox
 from events.envelope import Envelope
-from fastapi import APIRouter, Depends, FastAPI, status
+from fastapi import APIRouter, FastAPI, Request, status
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, Field
 from servicekit.app import Publication, TenantService, create_tenant_service
@@ -52,17 +51,17 @@ class Greeted(BaseModel):
 
 
 router = APIRouter(prefix="/v1")  # api.py: parse, call a use case, shape the response
-Uses = Annotated[Greetings, Depends(usecases(Greetings))]
+uses = usecases(Greetings)
 
 
 @router.post("/greetings", status_code=status.HTTP_201_CREATED)
-async def greet(body: Greet, tenant: TenantId, uses: Uses) -> Greeted:
-    return Greeted(event_id=await uses.greet(tenant, body.name))
+async def greet(body: Greet, tenant: TenantId, request: Request) -> Greeted:
+    return Greeted(event_id=await uses(request).greet(tenant, body.name))
 
 
 @router.get("/greetings/{greeting_id}")
-async def get_greeting(greeting_id: uuid.UUID, tenant: TenantId, uses: Uses) -> Greeted:
-    await uses.get(tenant, greeting_id)
+async def get_greeting(greeting_id: uuid.UUID, tenant: TenantId, request: Request) -> Greeted:
+    await uses(request).get(tenant, greeting_id)
     return Greeted(event_id=greeting_id)
 
 

@@ -257,9 +257,9 @@ def _assemble(
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, counter=counter, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(REDMetricsMiddleware)  # added last: the outermost, so it sees every answer
-    app.include_router(health_router(checks, broker, title=title, version=version))
-    for router in routers:
+    for router in routers:  # first: the hot routes are matched before the health ones are tried
         app.include_router(router)
+    app.include_router(health_router(checks, broker, title=title, version=version))
     app.state.settings = settings
     app.state.broker = broker
     app.state.relay = relay

@@ -18,6 +18,7 @@ from tenantdb import PoolExhausted, TenantMoving, TenantNotFound, TenantUnavaila
 from servicekit import errors
 
 PROBLEM_JSON = "application/problem+json"
+TENANT_HEADER = "X-Tenant-ID"
 log = structlog.get_logger("servicekit.problems")
 
 
@@ -86,6 +87,11 @@ def install_problem_handlers(app: FastAPI) -> None:
             for e in error.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        if any(e.get("loc") == ("header", TENANT_HEADER) for e in error.errors()):
+            # The tenant header is the request's addressing, not its content: missing or not a UUID
+            # is a 400 (CONTRACT.md §3).
+            tenant_detail = f"the {TENANT_HEADER} header is required and must be a UUID"
+            return problem_response(400, "Bad Request", tenant_detail, request, errors=errors)
         return problem_response(422, "Unprocessable Content", detail, request, errors=errors)
 
     # Starlette's, the base of FastAPI's: the router raises it for unknown routes (404) and methods (405).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from servicekit.http import usecases
 from servicekit.pagination import Cursor, Limit
 from sqlalchemy import Row
@@ -15,7 +15,7 @@ from tenancy.usecases import TenancyService
 
 router = APIRouter(prefix="/v1", tags=["tenancy"])
 
-Service = Annotated[TenancyService, Depends(usecases(TenancyService))]
+service = usecases(TenancyService)
 
 
 def _out(row: Row[Any]) -> TenantOut:
@@ -23,47 +23,49 @@ def _out(row: Row[Any]) -> TenantOut:
 
 
 @router.post("/tenants", status_code=status.HTTP_201_CREATED)
-async def create_tenant(body: TenantCreate, service: Service) -> TenantOut:
-    return _out(await service.create(body))
+async def create_tenant(body: TenantCreate, request: Request) -> TenantOut:
+    return _out(await service(request).create(body))
 
 
 @router.get("/tenants/{tenant_id}")
-async def get_tenant(tenant_id: uuid.UUID, service: Service) -> TenantOut:
-    return _out(await service.get(tenant_id))
+async def get_tenant(tenant_id: uuid.UUID, request: Request) -> TenantOut:
+    return _out(await service(request).get(tenant_id))
 
 
 @router.get("/tenants")
 async def list_tenants(
-    service: Service,
+    request: Request,
     plan: Literal["basic", "professional", "enterprise"] | None = None,
     tenant_type: Literal["shared", "dedicated"] | None = None,
     status: Literal["active", "suspended", "deleted"] | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> TenantPage:
-    page = await service.find(plan=plan, tenant_type=tenant_type, status=status, cursor=cursor, limit=limit)
+    page = await service(request).find(
+        plan=plan, tenant_type=tenant_type, status=status, cursor=cursor, limit=limit
+    )
     return TenantPage(items=[_out(r) for r in page.items], next_cursor=page.next_cursor)
 
 
 @router.patch("/tenants/{tenant_id}")
-async def update_tenant(tenant_id: uuid.UUID, body: TenantUpdate, service: Service) -> TenantOut:
-    return _out(await service.update(tenant_id, body))
+async def update_tenant(tenant_id: uuid.UUID, body: TenantUpdate, request: Request) -> TenantOut:
+    return _out(await service(request).update(tenant_id, body))
 
 
 @router.delete("/tenants/{tenant_id}", status_code=status.HTTP_202_ACCEPTED)
-async def delete_tenant(tenant_id: uuid.UUID, service: Service) -> TenantOut:
-    return _out(await service.delete(tenant_id))
+async def delete_tenant(tenant_id: uuid.UUID, request: Request) -> TenantOut:
+    return _out(await service(request).delete(tenant_id))
 
 
 @router.get("/plans")
-async def list_plans(service: Service) -> PlanList:
-    return PlanList(items=[PlanOut.model_validate(r._mapping) for r in await service.plans()])
+async def list_plans(request: Request) -> PlanList:
+    return PlanList(items=[PlanOut.model_validate(r._mapping) for r in await service(request).plans()])
 
 
 @router.get("/resolve")
 async def resolve_host(
-    service: Service, response: Response, host: Annotated[str, Query(min_length=1, max_length=300)]
+    request: Request, response: Response, host: Annotated[str, Query(min_length=1, max_length=300)]
 ) -> Resolution:
-    row = await service.resolve(host)
+    row = await service(request).resolve(host)
     response.headers["Cache-Control"] = "max-age=5"
     return Resolution(tenant_id=row.id, tenant_type=row.tenant_type, status=row.status)
