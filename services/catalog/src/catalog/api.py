@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from servicekit.http import ModelResponse, TenantId
+from servicekit.validation import NO_NUL_PATTERN
 
 from catalog import schemas
 from catalog.repository import Row
@@ -51,7 +52,7 @@ async def list_products(
     tenant: TenantId,
     uses: Uses,
     status: schemas.Status | None = None,
-    q: Annotated[str | None, Query(max_length=500)] = None,
+    q: Annotated[str | None, Query(max_length=500, pattern=NO_NUL_PATTERN)] = None,
     category_id: uuid.UUID | None = None,
     limit: Limit = 50,
     cursor: str | None = None,

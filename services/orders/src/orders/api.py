@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from servicekit.http import TenantId
+from servicekit.validation import NO_NUL_PATTERN
 
 from orders import schemas
 from orders.usecases import OrdersService
@@ -19,7 +20,9 @@ async def _service(request: Request) -> OrdersService:  # async: a sync dependen
 
 
 Service = Annotated[OrdersService, Depends(_service)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=NO_NUL_PATTERN)
+]
 
 router = APIRouter(prefix="/v1", tags=["orders"])
 
@@ -58,7 +61,7 @@ async def list_orders(
     tenant_id: TenantId,
     service: Service,
     status: schemas.Status | None = None,
-    customer_email: str | None = Query(None, max_length=255),
+    customer_email: str | None = Query(None, max_length=255, pattern=NO_NUL_PATTERN),
     limit: int = Query(50, ge=1, le=200),
     cursor: str | None = Query(None, max_length=500),
 ) -> schemas.OrderPage:

@@ -105,7 +105,10 @@ class OrdersService:
                     ],
                 ) from None
             except domain.AmountTooLarge as error:
-                raise Unprocessable(str(error)) from None
+                message = f"the order's total would exceed {domain.MAX_AMOUNT}"
+                raise Unprocessable(
+                    str(error), errors=[{"field": "items", "message": message, "type": "amount_too_large"}]
+                ) from None
 
             order = {
                 "id": uuid.uuid4(),

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from servicekit.pagination import Cursor, Limit, page
+from servicekit.validation import NO_NUL_PATTERN
 from sqlalchemy import Row
 
 from tenancy.schemas import PlanList, PlanOut, Resolution, TenantCreate, TenantOut, TenantPage, TenantUpdate
@@ -68,7 +69,9 @@ async def list_plans(service: Service) -> PlanList:
 
 @router.get("/resolve")
 async def resolve_host(
-    service: Service, response: Response, host: Annotated[str, Query(min_length=1, max_length=300)]
+    service: Service,
+    response: Response,
+    host: Annotated[str, Query(min_length=1, max_length=300, pattern=NO_NUL_PATTERN)],
 ) -> Resolution:
     row = await service.resolve(host)
     response.headers["Cache-Control"] = "max-age=5"
