@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from http import HTTPStatus
 from typing import Any, Final
 
 import asyncpg
 import structlog
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException
 from tenantdb import TenantMoving, TenantNotFound, TenantUnavailable
 
 from servicekit.validation import NO_NUL_PATTERN
@@ -209,9 +211,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem_response(422, "Unprocessable Content", detail, request, errors=errors)
 
+    # Starlette's class, not FastAPI's subclass: FastAPI raises Starlette's own for a body it cannot
+    # parse, and a handler for the subclass would leave that one to the default (application/json).
     @app.exception_handler(HTTPException)
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
-        return problem_response(error.status_code, str(error.detail), str(error.detail), request)
+        try:
+            title = HTTPStatus(error.status_code).phrase
+        except ValueError:
+            title = str(error.detail)
+        return problem_response(error.status_code, title, str(error.detail), request)
 
     @app.exception_handler(TenantNotFound)
     async def _unknown_tenant(request: Request, error: TenantNotFound) -> JSONResponse:
