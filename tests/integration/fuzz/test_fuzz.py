@@ -11,7 +11,6 @@ import pytest
 from tests.integration.fuzz.conftest import FuzzTarget
 from tests.support import fuzz
 
-
 # schemathesis' own strategies use the `random` module, which hypothesis warns about on every case.
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 
