@@ -106,7 +106,8 @@ def _json_object_check(value: dict[str, Any]) -> dict[str, Any]:
 
 
 JSON_OBJECT_DESCRIPTION: Final = (
-    f"A JSON object: at most {MAX_JSON_BYTES} bytes serialized, {MAX_JSON_DEPTH} levels deep, "
+    f"A JSON object: at most {MAX_JSON_BYTES} bytes serialized, {MAX_JSON_DEPTH} levels deep (the "
+    "object itself is level 1), "
     f"{MAX_JSON_KEYS} members per object and {MAX_JSON_ITEMS} elements per array; no NUL (\\u0000) in "
     "keys or strings; integers within the signed 64-bit range."
 )

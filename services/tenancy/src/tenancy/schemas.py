@@ -17,7 +17,8 @@ SUBDOMAIN_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?$"
 # Lengths are the columns' (tenantschema.platform.tenants).
 Name = Annotated[Text, Field(min_length=1, max_length=255)]
 Subdomain = Annotated[str, Field(min_length=1, max_length=50, pattern=SUBDOMAIN_PATTERN)]
-CustomDomain = Annotated[Text, Field(min_length=1, max_length=255)]
+# A host name is at most 253 characters (the column holds 255).
+CustomDomain = Annotated[Text, Field(min_length=1, max_length=253)]
 
 
 def _hostname(value: str | None) -> str | None:
