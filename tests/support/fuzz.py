@@ -17,10 +17,12 @@ its duration bounded: the three services together take about a minute on the 2-c
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import requests
 import schemathesis
 from fastapi import FastAPI
 from schemathesis.checks import not_a_server_error
@@ -80,17 +82,45 @@ class Report:
     operations: list[str] = field(default_factory=list)
     requests: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    # Per operation, how many responses of each status: shows whether the cases reached the logic.
+    statuses: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    refused: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     failures: list[str] = field(default_factory=list)
 
 
-def fuzz_app(app: FastAPI, headers: Mapping[str, str], *, examples: int = EXAMPLES_PER_OPERATION) -> Report:
+# Adjusts a generated case before it is sent (e.g. points it at a resource that exists).
+Prepare = Callable[[Any], None]
+# Given a client of the running app (its headers set), makes what the cases should reach, through the
+# API, and returns how to prepare each case.
+Seed = Callable[[requests.Session], Prepare]
+
+
+def fuzz_app(
+    app: FastAPI,
+    headers: Mapping[str, str],
+    *,
+    seed: Seed | None = None,
+    examples: int = EXAMPLES_PER_OPERATION,
+) -> Report:
     """Fuzz every operation of `app`; raise an AssertionError naming each failing one."""
-    schema = load_schema(app, examples=examples)
+    schema = load_schema(app, examples=examples)  # starts the app's lifespan
+    prepare: Prepare = lambda case: None  # noqa: E731
+    if seed is not None:
+        with asgi.get_client(app) as session:
+            session.headers.update(headers)
+            prepare = seed(session)
     report = Report()
 
     def check_case(case: Any) -> None:
         report.requests += 1
-        case.call_and_validate(headers=dict(headers), checks=CHECKS)
+        prepare(case)
+        response = case.call_and_validate(headers=dict(headers), checks=CHECKS)
+        report.statuses[case.operation.label][response.status_code] += 1
+        # Valid requests (by the document) that were refused anyway: constraints the document misses.
+        mode = getattr(getattr(getattr(case, "meta", None), "generation", None), "mode", "")
+        if response.status_code == 422 and "positive" in str(mode).lower():
+            for error in response.json().get("errors", []):
+                report.refused[case.operation.label][f"{error.get('field')}: {error.get('type')}"] += 1
 
     for result in get_all_tests(schema=schema, test_func=check_case, settings=None, given_kwargs={}):
         operation, test = result.ok()  # an operation schemathesis cannot read is an error, raised here

@@ -17,8 +17,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDep
 
 def test_every_response_is_documented_and_no_5xx(fuzz_target: FuzzTarget) -> None:
     started = time.monotonic()
-    report = fuzz.fuzz_app(fuzz_target.app, fuzz_target.headers)
+    report = fuzz.fuzz_app(fuzz_target.app, fuzz_target.headers, seed=fuzz_target.seed)
     print(  # shown with -s or on failure: what the budget bought
         f"{len(report.operations)} operations, {report.requests} requests "
         f"in {time.monotonic() - started:.1f}s: {report.seconds}"
     )
+    for operation, statuses in report.statuses.items():
+        print(f"  {operation}: {dict(sorted(statuses.items()))}")
+        print(f"     refused valid: {report.refused[operation].most_common(6)}")

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from tenantdb import TenantMoving, TenantNotFound, TenantUnavailable
 
-from servicekit.validation import NO_NUL_PATTERN
+from servicekit.validation import NO_NUL_PATTERN, is_nullable
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("servicekit.problems")
@@ -188,7 +188,17 @@ def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
                     else description,
                     "content": {PROBLEM_JSON: {"schema": reference}},
                 }
+    _drop_null_defaults(openapi)
     return openapi
+
+
+def _drop_null_defaults(openapi: dict[str, Any]) -> None:
+    """A field that cannot be null but defaults to None (a PATCH field left out: validation.optional)
+    shows no `default: null`: the document would contradict itself."""
+    for schema in openapi.get("components", {}).get("schemas", {}).values():
+        for prop in schema.get("properties", {}).values():
+            if "default" in prop and prop["default"] is None and not is_nullable(prop):
+                del prop["default"]
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -47,8 +47,27 @@ def amount_max(precision: int, scale: int) -> Decimal:
 
 def amount_field(precision: int, scale: int, *, minimum: Decimal = Decimal(0)) -> Any:
     """The `Field` of a decimal that a `numeric(precision, scale)` column holds, at least `minimum`:
-    use as `Annotated[Decimal, amount_field(10, 2)]`."""
-    return Field(ge=minimum, le=amount_max(precision, scale), max_digits=precision, decimal_places=scale)
+    use as `Annotated[Decimal, amount_field(10, 2)]`. The schema states it for both forms a request
+    may use: a JSON number (range, steps of 10^-scale) or a string (a pattern of the same digits)."""
+    sign = "-?" if minimum < 0 else ""
+    fraction = rf"(\.\d{{1,{scale}}})?" if scale else ""
+    string_form = rf"^{sign}\d{{1,{precision - scale}}}{fraction}$"
+    step = float(Decimal(10) ** -scale)
+
+    def document(schema: dict[str, Any]) -> None:
+        for branch in schema.get("anyOf", []):
+            if branch.get("type") == "string":
+                branch["pattern"] = string_form
+            elif branch.get("type") == "number":
+                branch["multipleOf"] = step
+
+    return Field(
+        ge=minimum,
+        le=amount_max(precision, scale),
+        max_digits=precision,
+        decimal_places=scale,
+        json_schema_extra=document,
+    )
 
 
 def _refuse(path: str, message: str) -> PydanticCustomError:
@@ -120,12 +139,15 @@ JsonObject = Annotated[
 """A free-form object, stored as jsonb."""
 
 
-def _without_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)
-
-
 def optional() -> Any:
     """The default of a PATCH field that may be left out but not set to null (its column is NOT NULL):
     declare it with its non-null type, `name: Name = optional()`. An explicit null then fails the type
-    (422 naming the field), and the schema shows neither null nor a default of null."""
-    return Field(default=None, json_schema_extra=_without_default)
+    (422 naming the field); the schema does not offer null (`servicekit.problems` drops the `default:
+    null` of such fields from the OpenAPI document, which a fuzzer would otherwise send)."""
+    return Field(default=None)
+
+
+def is_nullable(schema: dict[str, Any]) -> bool:
+    if schema.get("type") == "null" or "null" in (schema.get("type") or []):
+        return True
+    return any(is_nullable(branch) for branch in schema.get("anyOf", []) + schema.get("oneOf", []))

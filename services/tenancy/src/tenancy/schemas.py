@@ -17,8 +17,10 @@ SUBDOMAIN_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?$"
 # Lengths are the columns' (tenantschema.platform.tenants).
 Name = Annotated[Text, Field(min_length=1, max_length=255)]
 Subdomain = Annotated[str, Field(min_length=1, max_length=50, pattern=SUBDOMAIN_PATTERN)]
-# A host name is at most 253 characters (the column holds 255).
-CustomDomain = Annotated[Text, Field(min_length=1, max_length=253)]
+# A host name (domain.HOSTNAME, checked after lower-casing; a trailing dot is dropped), at most 253
+# characters (the column holds 255).
+HOSTNAME_PATTERN = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\.?$"
+CustomDomain = Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN)]
 
 
 def _hostname(value: str | None) -> str | None:
