@@ -28,6 +28,7 @@ from tests.support.hostile import (
 )
 
 MAX_BODY = 2 * 1024 * 1024  # the default MAX_BODY_BYTES
+KAFKA_MESSAGE_BYTES = 1_048_576  # the broker's default message.max.bytes
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +129,11 @@ async def test_create_accepts_at_the_bounds(
     for key, value in fields.items():
         assert created[key] == value
     assert await platform.count("SELECT count(*) FROM tenants WHERE subdomain = $1", subdomain) == 1
+    # Issue 7: whatever the accepted settings, the event fits a Kafka message (1 MB) with room to spare.
+    largest = await platform.count(
+        "SELECT max(octet_length(payload::text)) FROM outbox WHERE tenant_id = $1", uuid.UUID(created["id"])
+    )
+    assert largest < KAFKA_MESSAGE_BYTES // 10
 
 
 UPDATE_REFUSED: list[tuple[str, dict[str, Any], str]] = [
