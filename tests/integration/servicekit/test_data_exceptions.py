@@ -4,15 +4,15 @@ refusal to encode an argument, is a logged 422 problem, never a 500; any other d
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from servicekit.logs import configure_logging
+from servicekit import problems
 from servicekit.problems import install_problem_handlers
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -41,7 +41,6 @@ STATEMENTS = {
 
 @pytest.fixture(scope="module")
 async def client(shared_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    configure_logging("svc", "INFO")
     engine = create_async_engine(asyncpg_url(shared_url), pool_size=1)
     app = FastAPI()
     install_problem_handlers(app)
@@ -75,15 +74,28 @@ async def client(shared_url: str) -> AsyncIterator[httpx.AsyncClient]:
     await engine.dispose()
 
 
+class Recorder:
+    """Stands in for the module's logger: what was logged, whatever the logging set-up of the run."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda message, **fields: self.lines.append((level, message, fields))
+
+
 @pytest.mark.parametrize("name", sorted(STATEMENTS))
 async def test_data_exception_is_a_logged_422(
-    client: httpx.AsyncClient, name: str, capsys: pytest.CaptureFixture[str]
+    client: httpx.AsyncClient, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    recorder = Recorder()
+    monkeypatch.setattr(problems, "log", recorder)
     problem = assert_problem(await client.get(f"/sql/{name}"), 422)
     assert problem["sqlstate"].startswith("22")
     assert problem["errors"][0]["type"] == "data_exception"
-    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert any(line["message"] == "data exception from the database" for line in logged)
+    [(level, message, fields)] = recorder.lines
+    assert (level, message) == ("warning", "data exception from the database")
+    assert fields["sqlstate"] == problem["sqlstate"]
 
 
 async def test_driver_data_error_unwrapped_is_a_422(client: httpx.AsyncClient) -> None:
