@@ -24,6 +24,7 @@ from tenantdb.provisioning import drop_dedicated
 
 from tests.integration.tenantdb.conftest import Kind, create_tenant, dedicated_secret, move_to_dedicated
 from tests.support.apps import serve
+from tests.support.relay import relay_settings
 from tests.support.kafka import tail
 
 TENANT_HEADER = "X-Tenant-ID"
@@ -35,6 +36,7 @@ def catalog_settings(stack_env: dict[str, str], **overrides: Any) -> CatalogSett
         "shared_database_url": stack_env["SHARED_DATABASE_URL"],
         "kafka_bootstrap_servers": stack_env["KAFKA_BOOTSTRAP_SERVERS"],
         "dedicated_password_secret": dedicated_secret(),
+        **relay_settings(stack_env),
     }
     return CatalogSettings(**(values | overrides))
 

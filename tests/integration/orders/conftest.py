@@ -31,6 +31,7 @@ from tenantschema.tables import order_products, processed_events
 
 from tests.integration.tenantdb.conftest import Kind, MakeTenant, dedicated_secret, tenant_factory
 from tests.support.apps import serve
+from tests.support.relay import relay_settings
 from tests.support.kafka import tail
 
 TENANT_HEADER = "X-Tenant-ID"
@@ -44,6 +45,7 @@ def orders_settings(stack_env: dict[str, str], **overrides: Any) -> OrdersSettin
         "shared_database_url": stack_env["SHARED_DATABASE_URL"],
         "kafka_bootstrap_servers": stack_env["KAFKA_BOOTSTRAP_SERVERS"],
         "dedicated_password_secret": dedicated_secret(),
+        **relay_settings(stack_env),
     }
     return OrdersSettings(**(values | overrides))
 

@@ -9,6 +9,7 @@ from tenancy.app import create_app
 from tenancy.settings import TenancySettings
 
 from tests.support.apps import serve
+from tests.support.relay import relay_settings
 
 BASE_DOMAIN = "shops.test"
 
@@ -19,6 +20,7 @@ def tenancy_settings(stack_env: dict[str, str], **overrides: Any) -> TenancySett
         "shared_database_url": stack_env["SHARED_DATABASE_URL"],
         "kafka_bootstrap_servers": stack_env["KAFKA_BOOTSTRAP_SERVERS"],
         "base_domain": BASE_DOMAIN,
+        **relay_settings(stack_env),
     }
     return TenancySettings(**(values | overrides))
 

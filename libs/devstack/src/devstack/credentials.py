@@ -13,9 +13,12 @@ from devstack.errors import DevstackError
 SUPERUSER = "postgres"
 OWNER_ROLE = "platform_owner"
 APP_ROLE = "app_user"
+# The outbox relay's login role: the only one that may claim and settle outbox rows (the name is
+# tenantschema.outbox_ddl.RELAY_ROLE, repeated here because devstack does not depend on tenantschema).
+RELAY_ROLE = "outbox_relay"
 # Not a role: the secret dedicated databases' role passwords are derived from (tenantdb.placement).
 DEDICATED_SECRET = "dedicated_password_secret"
-_ROLES = (SUPERUSER, OWNER_ROLE, APP_ROLE, DEDICATED_SECRET)
+_ROLES = (SUPERUSER, OWNER_ROLE, APP_ROLE, RELAY_ROLE, DEDICATED_SECRET)
 
 
 @dataclass(frozen=True)

@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from events.dead_letter import DeadLetter
-from events.relay import OutboxRelay, Source
+from events.relay import OutboxRelay
 from fastapi import APIRouter, FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from sqlalchemy import text
-from tenantdb import TenantDB
-from tenantdb.placement import Placement
 
 from servicekit.counting import RequestCounter
 from servicekit.health import Check, health_router
 from servicekit.http import RequestContextMiddleware
 from servicekit.problems import install_problem_handlers
+from servicekit.relay import tenant_outbox_relay
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -92,51 +89,5 @@ def create_service_app(
     return app
 
 
-_DEDICATED = text(
-    "SELECT id, database_name, placement_epoch FROM tenants "
-    "WHERE tenant_type = 'dedicated' AND database_name IS NOT NULL AND status <> 'deleted'"
-)
-
-
-SHARED_SOURCE = "shared"
-
-
-def tenant_outbox_relay(tdb: TenantDB, bootstrap_servers: str, *, sweep_interval: float) -> OutboxRelay:
-    """The relay of a tenant service: its sources are the shared and the dedicated databases, and every
-    committed unit of work wakes it for its own database (services need not remember to)."""
-    relay = OutboxRelay(bootstrap_servers, tenant_outbox_sources(tdb), sweep_interval=sweep_interval)
-    tdb.on_commit(lambda placement: relay.notify(_source_name(placement)))
-    return relay
-
-
-def _source_name(placement: Placement) -> str:
-    return SHARED_SOURCE if placement.is_shared else str(placement.database_name)
-
-
-def tenant_outbox_sources(
-    tdb: TenantDB, *, refresh_seconds: float = 5.0
-) -> Callable[[], Awaitable[list[Source]]]:
-    """The shared database and every dedicated one: where tenant services' outboxes live.
-
-    Re-listed every `refresh_seconds`, and at once when the directory saw a placement change (a move,
-    or a dedicated tenant it had not seen), so a moved tenant's first events do not wait."""
-    cached: list[Source] = []
-    fetched_at = 0.0
-    generation = -1
-
-    async def sources() -> list[Source]:
-        nonlocal cached, fetched_at, generation
-        stale = time.monotonic() - fetched_at > refresh_seconds or generation != tdb.directory.generation
-        if stale:
-            generation = tdb.directory.generation
-            async with tdb.platform_engine.connect() as connection:
-                rows = (await connection.execute(_DEDICATED)).all()
-            dedicated = []
-            for row in rows:
-                placement = Placement(row.id, "dedicated", row.database_name, "active", row.placement_epoch)
-                dedicated.append(Source(row.database_name, tdb.engine_for(placement)))
-            cached = [Source(SHARED_SOURCE, tdb.shared_engine), *dedicated]
-            fetched_at = time.monotonic()
-        return cached
-
-    return sources
+# Kept here for the services' imports; the wiring lives in servicekit.relay.
+__all__ = ["Runtime", "build_broker", "create_service_app", "tenant_outbox_relay"]

@@ -36,9 +36,7 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
         schema=Envelope,
     )
     mount_directory_invalidation(broker, tdb.directory)
-    relay = tenant_outbox_relay(
-        tdb, settings.kafka_bootstrap_servers, sweep_interval=settings.outbox_sweep_interval_seconds
-    )
+    relay = tenant_outbox_relay(tdb, settings)
     counter = RequestCounter(
         broker, service=settings.service_name, window_seconds=settings.request_count_window_seconds
     )

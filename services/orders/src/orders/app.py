@@ -33,9 +33,7 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
         "(data: events.models.OrderStatusChanged); key: the tenant id",
         schema=Envelope,
     )
-    relay = tenant_outbox_relay(
-        tdb, settings.kafka_bootstrap_servers, sweep_interval=settings.outbox_sweep_interval_seconds
-    )
+    relay = tenant_outbox_relay(tdb, settings)
     counter = RequestCounter(
         broker, service=settings.service_name, window_seconds=settings.request_count_window_seconds
     )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from events import topics
-from events.relay import OutboxRelay, Source
 from fastapi import FastAPI
 from servicekit.app import Runtime, build_broker, create_service_app
 from servicekit.health import database_check, kafka_check
 from servicekit.logs import configure_logging
+from servicekit.relay import platform_outbox_relay
 from sqlalchemy.ext.asyncio import create_async_engine
 from tenantschema.urls import asyncpg_url
 
@@ -29,12 +29,7 @@ def create_app(settings: TenancySettings | None = None) -> FastAPI:
         description="tenant.created, tenant.updated, tenant.plan_changed, tenant.deleted (via the outbox)",
     )
 
-    async def sources() -> list[Source]:
-        return [Source("platform", engine)]
-
-    relay = OutboxRelay(
-        settings.kafka_bootstrap_servers, sources, sweep_interval=settings.outbox_sweep_interval_seconds
-    )
+    relay = platform_outbox_relay(settings)
     runtime = Runtime(
         broker=broker, relay=relay if settings.outbox_relay_enabled else None, on_shutdown=[engine.dispose]
     )
