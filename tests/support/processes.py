@@ -98,6 +98,9 @@ def isolated_kafka(stack_env: Mapping[str, str], state_dir: Path) -> Iterator[di
         "OWNER_DATABASE_URL": stack_env["OWNER_DATABASE_URL"],
         "PLATFORM_DATABASE_URL": stack_env["PLATFORM_DATABASE_URL"],
         "SHARED_DATABASE_URL": stack_env["SHARED_DATABASE_URL"],
+        # Or its `up` would give the relay's role a password of its own, locking the session's relays out.
+        "RELAY_PLATFORM_DATABASE_URL": stack_env["RELAY_PLATFORM_DATABASE_URL"],
+        "RELAY_SHARED_DATABASE_URL": stack_env["RELAY_SHARED_DATABASE_URL"],
     }
     if (main_libs / "kafka-clients-4.1.1.jar").exists() or any(main_libs.glob("kafka_2.13-*.jar")):
         env["DEVSTACK_KAFKA_LIBS"] = str(main_libs.resolve())
