@@ -9,15 +9,27 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
-from events import outbox, topics
+from events import outbox
 from events.envelope import Envelope
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tenantschema.migrations import upgrade_async
-from tenantschema.render import quote_ident
 from tenantschema.urls import asyncpg_url, libpq_url
 
 from tests.support.databases import FreshDatabase
+
+
+# The relay tests' events go to a topic of their own: on the services' topics, their consumers would
+# have to dead-letter thousands of events that are not theirs (and the orders tests wait behind them).
+RELAY_TEST_TOPIC = "tests.relay.v1"
+
+
+@pytest.fixture(scope="session")
+async def relay_topic(kafka_bootstrap: str) -> str:
+    from devstack.kafka import ensure_topics
+
+    await ensure_topics(kafka_bootstrap, [RELAY_TEST_TOPIC])
+    return RELAY_TEST_TOPIC
 
 
 @dataclass
@@ -30,7 +42,7 @@ class OutboxDatabase:
     async def record(self, tenant_id: uuid.UUID, *, data: dict[str, object] | None = None) -> str:
         event = Envelope(event_type="product.updated", tenant_id=tenant_id, producer="tests", data=data or {})
         async with self.writer.begin() as connection:
-            await outbox.record(connection, topics.PRODUCTS, event)
+            await outbox.record(connection, RELAY_TEST_TOPIC, event)
         return str(event.event_id)
 
     async def rows(self) -> list[asyncpg.Record]:
@@ -55,7 +67,7 @@ def as_relay(url: str, stack_env: dict[str, str]) -> str:
 
 @pytest.fixture
 async def outbox_database(
-    fresh_database: FreshDatabase, stack_env: dict[str, str]
+    fresh_database: FreshDatabase, stack_env: dict[str, str], relay_topic: str
 ) -> AsyncIterator[MakeOutboxDatabase]:
     writers: list[AsyncEngine] = []
 
@@ -73,4 +85,4 @@ async def outbox_database(
         await writer.dispose()
 
 
-__all__ = ["MakeOutboxDatabase", "OutboxDatabase", "as_relay", "quote_ident"]
+__all__ = ["RELAY_TEST_TOPIC", "MakeOutboxDatabase", "OutboxDatabase", "as_relay"]

@@ -11,14 +11,14 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
-from events import outbox, topics
+from events import outbox
 from events.envelope import Envelope
 from events.relay import OutboxRelay, Source
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tenantschema.urls import asyncpg_url
 
-from tests.integration.events.conftest import MakeOutboxDatabase, OutboxDatabase
+from tests.integration.events.conftest import RELAY_TEST_TOPIC, MakeOutboxDatabase, OutboxDatabase
 from tests.support.kafka import watch
 
 
@@ -62,7 +62,7 @@ async def test_a_commit_drains_its_own_database_and_the_leftover_round_the_other
 ) -> None:
     a, b = await outbox_database(), await outbox_database()
     leftovers = [b.name]
-    async with watch(kafka_bootstrap, topics.PRODUCTS) as seen:
+    async with watch(kafka_bootstrap, RELAY_TEST_TOPIC) as seen:
         left_behind = await b.record(uuid.uuid4())  # e.g. by a process that died before publishing
         async with relay_over(kafka_bootstrap, dedicated=[a, b], leftovers=leftovers, sweep_interval=0.2) as relay:
             await seen.wait_for(lambda m: m["event_id"] == left_behind)  # handed out by the round
@@ -90,7 +90,7 @@ async def test_only_the_relay_role_may_claim_settle_or_prune(
     try:
         for statement in (
             "SELECT * FROM outbox_claim('app', 10, 30)",
-            "SELECT outbox_settle('app', '{1}', '{}', NULL, '{}', '{}')",
+            "SELECT outbox_settle('app', '{1}', '{1}', '{}', NULL, '{}', '{}')",
             "SELECT outbox_prune('1 day')",
             "SELECT * FROM outbox_backlog()",
             "SELECT * FROM outbox",
@@ -102,8 +102,9 @@ async def test_only_the_relay_role_may_claim_settle_or_prune(
         await app.close()
     relay = await asyncpg.connect(db.relay_url)
     try:
-        [row] = await relay.fetch("SELECT seq FROM outbox_claim('r1', 10, 30)")
-        assert await relay.fetchval("SELECT outbox_settle('r1', $1, '{}', NULL, '{}', '{}')", [row["seq"]]) == 1
+        [row] = await relay.fetch("SELECT seq, lease_token FROM outbox_claim('r1', 10, 30)")
+        settle = "SELECT outbox_settle('r1', $1, $2, '{}', NULL, '{}', '{}')"
+        assert await relay.fetchval(settle, [row["lease_token"]], [row["seq"]]) == 1
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await relay.execute("SELECT * FROM outbox")  # the functions only, never the table
     finally:
@@ -123,28 +124,26 @@ async def test_one_relay_per_partition_and_a_lapsed_lease_settles_nothing(
     tenant = uuid.uuid4()
     for _ in range(3):
         await db.record(tenant)
+    settle = "SELECT outbox_settle($1, $2, $3, '{}', NULL, '{}', '{}')"
     relay = await asyncpg.connect(db.relay_url)
     try:
-        first = await relay.fetch("SELECT seq, claim_token FROM outbox_claim('r1', 2, 1)")
+        first = await relay.fetch("SELECT seq, lease_token FROM outbox_claim('r1', 2, 1)")
         assert len(first) == 2
         # r1 holds the tenant's partition: r2 gets nothing of it, not even the third row.
         assert await relay.fetch("SELECT seq FROM outbox_claim('r2', 10, 1)") == []
         await asyncio.sleep(1.2)  # r1 stalls past its lease
-        taken = await relay.fetch("SELECT seq, claim_token FROM outbox_claim('r2', 10, 30)")
+        taken = await relay.fetch("SELECT seq, lease_token FROM outbox_claim('r2', 10, 30)")
         assert [r["seq"] for r in taken] == [first[0]["seq"], first[1]["seq"], first[1]["seq"] + 1]
-        assert taken[0]["claim_token"] != first[0]["claim_token"]
-        stale = await relay.fetchval(
-            "SELECT outbox_settle('r1', $1, '{}', NULL, '{}', '{}')", [r["seq"] for r in first]
-        )
+        assert taken[0]["lease_token"] != first[0]["lease_token"]
+        stale = await relay.fetchval(settle, "r1", [first[0]["lease_token"]], [r["seq"] for r in first])
         assert stale == 0  # r1's lease is gone: it settles nothing
-        fresh = await relay.fetchval(
-            "SELECT outbox_settle('r2', $1, '{}', NULL, '{}', '{}')", [r["seq"] for r in taken]
-        )
+        # Nor with r2's token (which r1 could only guess): the holder is checked too.
+        assert await relay.fetchval(settle, "r1", [taken[0]["lease_token"]], [r["seq"] for r in first]) == 0
+        fresh = await relay.fetchval(settle, "r2", [taken[0]["lease_token"]], [r["seq"] for r in taken])
         assert fresh == 3
     finally:
         await relay.close()
-    assert [r["state"] for r in await db.rows()] == ["published"] * 3
-    assert [r["send_count"] for r in await db.rows()] == [2, 2, 1]
+    assert [(r["state"], r["send_count"]) for r in await db.rows()] == [("published", 1)] * 3
 
 
 async def test_a_poison_event_is_settled_failed_and_holds_nothing_back(
@@ -154,7 +153,7 @@ async def test_a_poison_event_is_settled_failed_and_holds_nothing_back(
     poisoned, other = uuid.uuid4(), uuid.uuid4()
     # 1.5 MB of attributes, written straight to the outbox (the HTTP edge may refuse it first).
     huge = {"attributes": {"blob": "x" * 1_500_000}}
-    async with watch(kafka_bootstrap, topics.PRODUCTS) as seen:
+    async with watch(kafka_bootstrap, RELAY_TEST_TOPIC) as seen:
         before = await db.record(poisoned, data={"n": 0})
         poison = await db.record(poisoned, data=huge)
         after = [await db.record(poisoned, data={"n": i}) for i in range(1, 4)]
@@ -184,9 +183,9 @@ async def test_concurrent_transactions_of_a_tenant_are_relayed_in_commit_order(
     late = Envelope(event_type="product.updated", tenant_id=tenant, producer="tests", data={"i": 2})
     async with db.writer.connect() as first, db.writer.connect() as second:
         await first.begin()
-        await outbox.record(first, topics.PRODUCTS, early)
+        await outbox.record(first, RELAY_TEST_TOPIC, early)
         await second.begin()
-        blocked = asyncio.create_task(outbox.record(second, topics.PRODUCTS, late))
+        blocked = asyncio.create_task(outbox.record(second, RELAY_TEST_TOPIC, late))
         await asyncio.sleep(0.5)
         assert not blocked.done()  # waits for the first transaction's tenant lock
         await first.commit()
@@ -194,7 +193,7 @@ async def test_concurrent_transactions_of_a_tenant_are_relayed_in_commit_order(
         await second.commit()
     rows = await db.rows()
     assert [str(r["event_id"]) for r in rows] == [str(early.event_id), str(late.event_id)]
-    async with watch(kafka_bootstrap, topics.PRODUCTS) as seen, relay_over(kafka_bootstrap, polled=[db]):
+    async with watch(kafka_bootstrap, RELAY_TEST_TOPIC) as seen, relay_over(kafka_bootstrap, polled=[db]):
         messages = await seen.wait_for(lambda m: m["tenant_id"] == str(tenant), count=2)
     assert [m["event_id"] for m in messages] == [str(early.event_id), str(late.event_id)]
     assert json.loads(json.dumps(messages[0]["data"])) == {"i": 1}

@@ -62,10 +62,12 @@ FAILED_EVENTS = Gauge(
 SOURCE_FAILURES = Counter("outbox_source_failures_total", "Drains of a source that failed", ["kind"])
 LEASE_LOST = Counter("outbox_lease_lost_total", "Claimed events this relay could no longer settle")
 
-_CLAIM = text("SELECT seq, tenant_id, topic, payload, claim_token FROM outbox_claim(:relay, :n, :lease)")
+_CLAIM = text(
+    "SELECT seq, event_id, tenant_id, topic, payload, lease_token FROM outbox_claim(:relay, :n, :lease)"
+)
 _SETTLE = text(
-    "SELECT outbox_settle(:relay, CAST(:published AS bigint[]), CAST(:retry AS bigint[]), :retry_error, "
-    "CAST(:failed AS bigint[]), CAST(:failed_errors AS text[]))"
+    "SELECT outbox_settle(:relay, CAST(:tokens AS bigint[]), CAST(:published AS bigint[]), "
+    "CAST(:retry AS bigint[]), :retry_error, CAST(:failed AS bigint[]), CAST(:failed_errors AS text[]))"
 )
 _BACKLOG = text("SELECT unsent, oldest_unsent, failed FROM outbox_backlog()")
 _PRUNE = text("SELECT outbox_prune(CAST(:keep AS interval))")
@@ -341,6 +343,7 @@ class OutboxRelay:
         """Claim, send, settle until a claim comes back short; one connection throughout (the engine
         stays checked out, so the LRU never evicts it under a drain)."""
         moved = 0
+        started = time.monotonic()
         async with source.engine.connect() as connection:
             while True:
                 rows = (
@@ -360,6 +363,8 @@ class OutboxRelay:
                 state.pruned_at = now
                 await connection.execute(_PRUNE, {"keep": self._keep})
                 await connection.commit()
+        if moved:
+            log.debug("outbox drained", source=source.name, events=moved, seconds=round(time.monotonic() - started, 3))
         return moved
 
     async def _send_and_settle(self, source: Source, connection: AsyncConnection, rows: Sequence[Any]) -> None:
@@ -400,7 +405,7 @@ class OutboxRelay:
                     "outbox event can never be sent; settled failed",
                     source=source.name,
                     seq=row.seq,
-                    event_id=_event_id(row.payload),
+                    event_id=str(row.event_id),
                     tenant_id=str(row.tenant_id),
                     topic=row.topic,
                     payload_bytes=len(row.payload),
@@ -415,6 +420,7 @@ class OutboxRelay:
                 _SETTLE,
                 {
                     "relay": self.relay,
+                    "tokens": sorted({row.lease_token for row in rows}),
                     "published": published,
                     "retry": retry,
                     "retry_error": repr(retry_error) if retry_error else None,
@@ -454,17 +460,6 @@ class OutboxRelay:
             FAILED_EVENTS.labels(kind).set(sum(entry[3] for entry in entries))
             ages = [wall - entry[2] for entry in entries if entry[2] is not None]
             OLDEST.labels(kind).set(max(ages, default=0.0))
-
-
-def _event_id(payload: str) -> str | None:
-    """The envelope's event id without parsing a payload that may be megabytes (it comes first)."""
-    marker = '"event_id":'
-    start = payload.find(marker, 0, 200)
-    if start < 0:
-        return None
-    start = payload.find('"', start + len(marker)) + 1
-    end = payload.find('"', start)
-    return payload[start:end] if 0 < start < end else None
 
 
 async def sweep_due(engine: AsyncEngine, n: int, min_interval: float) -> list[str]:

@@ -154,7 +154,7 @@ _LEGACY_FUNCTIONS = (
 )
 _RELAY_FUNCTIONS = (
     "outbox_claim(text, integer, integer)",
-    "outbox_settle(text, bigint[], bigint[], text, bigint[], text[])",
+    "outbox_settle(text, bigint[], bigint[], bigint[], text, bigint[], text[])",
     "outbox_backlog()",
     "outbox_prune(interval)",
 )
@@ -181,10 +181,15 @@ def create_relay_protocol(app_role: str) -> list[str]:
         *(f"DROP FUNCTION {function}" for function in _LEGACY_FUNCTIONS),
         f"""ALTER TABLE outbox
                ADD COLUMN relay_partition smallint NOT NULL GENERATED ALWAYS AS
-                   (((uuid_hash(tenant_id) & 2147483647) % {RELAY_PARTITIONS})::smallint) STORED,
-               ADD COLUMN claim_token bigint""",
+                   (((uuid_hash(tenant_id) & 2147483647) % {RELAY_PARTITIONS})::smallint) STORED""",
         "CREATE INDEX idx_outbox_partition_unsent ON outbox (relay_partition, seq) "
         "WHERE state IN ('pending', 'in_flight')",
+        # Rows sent back to pending after a failed send: few, and the only ones that can hold a tenant's
+        # later rows back (the claim looks them up here instead of per row).
+        "CREATE INDEX idx_outbox_backing_off ON outbox (relay_partition, tenant_id, seq) "
+        "WHERE state = 'pending' AND send_count > 0",
+        # The legacy claim's per-row lookup; every index costs each settle an insert.
+        "DROP INDEX idx_outbox_tenant_unpublished",
         """CREATE TABLE outbox_leases (
                relay_partition smallint PRIMARY KEY,
                holder text,
@@ -199,13 +204,16 @@ def create_relay_protocol(app_role: str) -> list[str]:
            )""",
         "REVOKE ALL ON outbox_leases, outbox_relays, outbox_lease_token FROM PUBLIC",
         # One relay per partition at a time: leases are taken (free, expired, or already ours) with
-        # SKIP LOCKED, at most a fair share (partitions / live relays) so N relays split the work, only
-        # where rows wait, and given back as soon as a claim finds nothing ready there. A new lease gets
-        # a new token; claimed rows carry it, and settling checks it (a relay whose lease lapsed, and
-        # was taken over, settles nothing). The caller settles a claim before it claims again, so rows
-        # in flight in a partition it holds are left over from a relay that lost its lease: sent again.
+        # SKIP LOCKED, at most a fair share (partitions / relays seen in the last seconds) so N relays
+        # split the work, only where rows wait, and given back as soon as a claim finds nothing ready
+        # there. A lease taken anew gets a new token; the claim returns each row with its partition's
+        # token and settling checks it, so a relay whose lease lapsed settles nothing. Claiming writes
+        # no row: the lease is what makes a row "in flight" (the caller settles a claim before it
+        # claims again), and rows a relay claimed but could not settle are simply claimed again by
+        # whoever holds the partition next (at least once; consumers deduplicate by event id).
         """CREATE FUNCTION outbox_claim(relay text, max_rows integer, lease_seconds integer)
-               RETURNS TABLE (seq bigint, tenant_id uuid, topic text, payload text, claim_token bigint)
+               RETURNS TABLE (
+                   seq bigint, event_id uuid, tenant_id uuid, topic text, payload text, lease_token bigint)
                LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
                AS $$
                #variable_conflict use_column
@@ -216,9 +224,13 @@ def create_relay_protocol(app_role: str) -> list[str]:
                    held smallint[];
                BEGIN
                    INSERT INTO outbox_relays AS r (relay, seen_at) VALUES (outbox_claim.relay, now())
-                       ON CONFLICT (relay) DO UPDATE SET seen_at = now() WHERE r.seen_at < now() - lease / 4;
-                   DELETE FROM outbox_relays r WHERE r.seen_at < now() - lease * 4;
-                   SELECT count(*) INTO members FROM outbox_relays r WHERE r.seen_at > now() - lease;
+                       ON CONFLICT (relay) DO UPDATE SET seen_at = now()
+                       WHERE r.seen_at < now() - interval '1 second';
+                   DELETE FROM outbox_relays r WHERE r.seen_at < now() - interval '1 minute';
+                   -- A relay polls the sources it drains at least every few seconds; one gone quiet for
+                   -- longer no longer counts (its partitions' leases lapse or are given back anyway).
+                   SELECT count(*) INTO members FROM outbox_relays r
+                   WHERE r.seen_at > now() - least(lease, interval '5 seconds');
                    share := ceil((SELECT count(*) FROM outbox_leases)::numeric / greatest(members, 1));
 
                    WITH wanted AS (
@@ -247,28 +259,24 @@ def create_relay_protocol(app_role: str) -> list[str]:
                    WHERE l.holder = outbox_claim.relay AND NOT (l.relay_partition = ANY (held));
 
                    -- A new statement, a new snapshot: it sees every row committed before the leases
-                   -- were taken. A tenant's rows behind one that backs off wait for it (order).
+                   -- were taken. A tenant's rows behind one that backs off wait for it (order); rows
+                   -- settled failed hold nothing back.
                    RETURN QUERY
-                   WITH ready AS (
-                       SELECT o.seq FROM outbox o
-                       WHERE o.relay_partition = ANY (held) AND o.state IN ('pending', 'in_flight')
-                         AND (o.state = 'in_flight' OR o.next_attempt_at <= now())
-                         AND NOT EXISTS (
-                             SELECT 1 FROM outbox e
-                             WHERE e.tenant_id = o.tenant_id AND e.seq < o.seq AND e.state = 'pending'
-                               AND e.next_attempt_at > now())
-                       ORDER BY o.seq
-                       LIMIT max_rows
-                   ), claimed AS (
-                       UPDATE outbox o
-                       SET state = 'in_flight', claimed_at = now(), send_count = o.send_count + 1,
-                           claim_token = l.token
-                       FROM ready, outbox_leases l
-                       WHERE o.seq = ready.seq AND l.relay_partition = o.relay_partition
-                         AND o.state IN ('pending', 'in_flight')
-                       RETURNING o.seq, o.tenant_id, o.topic, o.payload::text, o.claim_token
+                   WITH blocked AS (
+                       SELECT b.tenant_id, min(b.seq) AS from_seq FROM outbox b
+                       WHERE b.relay_partition = ANY (held) AND b.state = 'pending' AND b.send_count > 0
+                         AND b.next_attempt_at > now()
+                       GROUP BY b.tenant_id
                    )
-                   SELECT * FROM claimed ORDER BY 1;
+                   SELECT o.seq, o.event_id, o.tenant_id, o.topic, o.payload::text, l.token
+                   FROM outbox o
+                   JOIN outbox_leases l ON l.relay_partition = o.relay_partition
+                   LEFT JOIN blocked ON blocked.tenant_id = o.tenant_id
+                   WHERE o.relay_partition = ANY (held) AND o.state IN ('pending', 'in_flight')
+                     AND (o.state = 'in_flight' OR o.next_attempt_at <= now())
+                     AND (blocked.from_seq IS NULL OR o.seq < blocked.from_seq)
+                   ORDER BY o.seq
+                   LIMIT max_rows;
 
                    -- Nothing ready in a partition: give it back now, so whichever relay is woken next
                    -- for it (a commit in its process) can take it without waiting for the lease.
@@ -276,45 +284,49 @@ def create_relay_protocol(app_role: str) -> list[str]:
                    WHERE l.holder = outbox_claim.relay AND l.relay_partition = ANY (held)
                      AND NOT EXISTS (SELECT 1 FROM outbox o
                                      WHERE o.relay_partition = l.relay_partition
-                                       AND o.state = 'in_flight' AND o.claim_token = l.token);
+                                       AND o.state IN ('pending', 'in_flight')
+                                       AND (o.state = 'in_flight' OR o.next_attempt_at <= now()));
                END
                $$""",
-        # Settles what a claim returned: only rows still in flight under a lease the caller holds (the
-        # leases are share-locked first, so none is taken over until this commits).
+        # Settles what a claim returned: only unsettled rows of partitions whose lease the caller still
+        # holds under one of the tokens its claim returned (share-locked first, so none is taken over
+        # until this commits).
         """CREATE FUNCTION outbox_settle(
-                   relay text, published bigint[], retry bigint[], retry_error text,
+                   relay text, tokens bigint[], published bigint[], retry bigint[], retry_error text,
                    failed bigint[], failed_errors text[]) RETURNS integer
                LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
                AS $$
                #variable_conflict use_column
                DECLARE
+                   live smallint[];
                    settled integer := 0;
                    n integer;
                BEGIN
-                   PERFORM 1 FROM outbox_leases l
-                   WHERE l.holder = outbox_settle.relay AND l.expires_at > now()
-                   ORDER BY l.relay_partition FOR SHARE;
-                   UPDATE outbox o SET state = 'published', published_at = now(), last_error = NULL
-                   FROM outbox_leases l
-                   WHERE o.seq = ANY (published) AND o.state = 'in_flight'
-                     AND l.relay_partition = o.relay_partition AND l.token = o.claim_token
-                     AND l.holder = outbox_settle.relay AND l.expires_at > now();
+                   SELECT coalesce(array_agg(l.relay_partition), '{}') INTO live FROM (
+                       SELECT l.relay_partition FROM outbox_leases l
+                       WHERE l.holder = outbox_settle.relay AND l.token = ANY (tokens) AND l.expires_at > now()
+                       ORDER BY l.relay_partition FOR SHARE) l;
+                   UPDATE outbox o
+                   SET state = 'published', published_at = now(), send_count = o.send_count + 1,
+                       last_error = NULL
+                   WHERE o.seq = ANY (published) AND o.relay_partition = ANY (live)
+                     AND o.state IN ('pending', 'in_flight');
                    GET DIAGNOSTICS n = ROW_COUNT;
                    settled := settled + n;
-                   UPDATE outbox o SET state = 'pending', last_error = left(retry_error, 2000), claimed_at = NULL,
-                          next_attempt_at = now() + make_interval(
-                              secs => least(60, 0.2 * power(2, least(o.send_count, 10))))
-                   FROM outbox_leases l
-                   WHERE o.seq = ANY (retry) AND o.state = 'in_flight'
-                     AND l.relay_partition = o.relay_partition AND l.token = o.claim_token
-                     AND l.holder = outbox_settle.relay AND l.expires_at > now();
+                   UPDATE outbox o
+                   SET state = 'pending', send_count = o.send_count + 1, last_error = left(retry_error, 2000),
+                       claimed_at = NULL,
+                       next_attempt_at = now() + make_interval(
+                           secs => least(60, 0.2 * power(2, least(o.send_count, 10))))
+                   WHERE o.seq = ANY (retry) AND o.relay_partition = ANY (live)
+                     AND o.state IN ('pending', 'in_flight');
                    GET DIAGNOSTICS n = ROW_COUNT;
                    settled := settled + n;
-                   UPDATE outbox o SET state = 'failed', last_error = left(f.error, 2000), claimed_at = NULL
-                   FROM outbox_leases l, unnest(failed, failed_errors) AS f(seq, error)
-                   WHERE o.seq = f.seq AND o.state = 'in_flight'
-                     AND l.relay_partition = o.relay_partition AND l.token = o.claim_token
-                     AND l.holder = outbox_settle.relay AND l.expires_at > now();
+                   UPDATE outbox o
+                   SET state = 'failed', send_count = o.send_count + 1, last_error = left(f.error, 2000),
+                       claimed_at = NULL
+                   FROM unnest(failed, failed_errors) AS f(seq, error)
+                   WHERE o.seq = f.seq AND o.relay_partition = ANY (live) AND o.state IN ('pending', 'in_flight');
                    GET DIAGNOSTICS n = ROW_COUNT;
                    RETURN settled + n;
                END
@@ -351,13 +363,15 @@ def drop_relay_protocol(app_role: str) -> list[str]:
         f"REVOKE ALL ON FUNCTION outbox_prune(interval) FROM {relay}",
         f"GRANT EXECUTE ON FUNCTION outbox_prune(interval) TO {role}",
         "DROP FUNCTION outbox_backlog()",
-        "DROP FUNCTION outbox_settle(text, bigint[], bigint[], text, bigint[], text[])",
+        "DROP FUNCTION outbox_settle(text, bigint[], bigint[], bigint[], text, bigint[], text[])",
         "DROP FUNCTION outbox_claim(text, integer, integer)",
         "DROP TABLE outbox_relays",
         "DROP SEQUENCE outbox_lease_token",
         "DROP TABLE outbox_leases",
+        "DROP INDEX idx_outbox_backing_off",
         "DROP INDEX idx_outbox_partition_unsent",
-        "ALTER TABLE outbox DROP COLUMN claim_token, DROP COLUMN relay_partition",
+        "CREATE INDEX idx_outbox_tenant_unpublished ON outbox (tenant_id, seq) WHERE state <> 'published'",
+        "ALTER TABLE outbox DROP COLUMN relay_partition",
         *legacy,
     ]
     for function in _LEGACY_FUNCTIONS:
