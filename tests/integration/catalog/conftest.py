@@ -24,8 +24,8 @@ from tenantdb.provisioning import drop_dedicated
 
 from tests.integration.tenantdb.conftest import Kind, create_tenant, dedicated_secret, move_to_dedicated
 from tests.support.apps import serve
-from tests.support.relay import relay_settings
 from tests.support.kafka import tail
+from tests.support.relay import relay_settings
 
 TENANT_HEADER = "X-Tenant-ID"
 

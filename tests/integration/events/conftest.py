@@ -18,7 +18,6 @@ from tenantschema.urls import asyncpg_url, libpq_url
 
 from tests.support.databases import FreshDatabase
 
-
 # The relay tests' events go to a topic of their own: on the services' topics, their consumers would
 # have to dead-letter thousands of events that are not theirs (and the orders tests wait behind them).
 RELAY_TEST_TOPIC = "tests.relay.v1"

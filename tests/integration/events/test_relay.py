@@ -64,7 +64,9 @@ async def test_a_commit_drains_its_own_database_and_the_leftover_round_the_other
     leftovers = [b.name]
     async with watch(kafka_bootstrap, RELAY_TEST_TOPIC) as seen:
         left_behind = await b.record(uuid.uuid4())  # e.g. by a process that died before publishing
-        async with relay_over(kafka_bootstrap, dedicated=[a, b], leftovers=leftovers, sweep_interval=0.2) as relay:
+        async with relay_over(
+            kafka_bootstrap, dedicated=[a, b], leftovers=leftovers, sweep_interval=0.2
+        ) as relay:
             await seen.wait_for(lambda m: m["event_id"] == left_behind)  # handed out by the round
 
             in_a, in_b = await a.record(uuid.uuid4()), await b.record(uuid.uuid4())

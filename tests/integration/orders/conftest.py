@@ -31,8 +31,8 @@ from tenantschema.tables import order_products, processed_events
 
 from tests.integration.tenantdb.conftest import Kind, MakeTenant, dedicated_secret, tenant_factory
 from tests.support.apps import serve
-from tests.support.relay import relay_settings
 from tests.support.kafka import tail
+from tests.support.relay import relay_settings
 
 TENANT_HEADER = "X-Tenant-ID"
 PLACEMENTS: tuple[Kind, ...] = ("shared", "dedicated")

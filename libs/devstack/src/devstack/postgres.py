@@ -124,8 +124,12 @@ def relay_urls(urls: dict[str, str], credentials: Credentials, overrides: dict[s
     """The outbox relay's URLs: the platform and shared databases, as its own role (unless overridden)."""
     relay_password = credentials.password(RELAY_ROLE)
     derived = {
-        "RELAY_PLATFORM_DATABASE_URL": PgUrl.parse(urls["PLATFORM_DATABASE_URL"]).with_user(RELAY_ROLE, relay_password),
-        "RELAY_SHARED_DATABASE_URL": PgUrl.parse(urls["SHARED_DATABASE_URL"]).with_user(RELAY_ROLE, relay_password),
+        "RELAY_PLATFORM_DATABASE_URL": PgUrl.parse(urls["PLATFORM_DATABASE_URL"]).with_user(
+            RELAY_ROLE, relay_password
+        ),
+        "RELAY_SHARED_DATABASE_URL": PgUrl.parse(urls["SHARED_DATABASE_URL"]).with_user(
+            RELAY_ROLE, relay_password
+        ),
     }
     return {key: overrides.get(key) or url.render() for key, url in derived.items()}
 
@@ -580,7 +584,9 @@ async def bootstrap_relay(urls: dict[str, str]) -> None:
             await conn.execute(f"ALTER ROLE {ident} SET idle_in_transaction_session_timeout = '60s'")
         for relay in relays:
             database = await _quote_ident(conn, relay.database)
-            await conn.execute(f"GRANT CONNECT ON DATABASE {database} TO {await _quote_ident(conn, relay.user)}")
+            await conn.execute(
+                f"GRANT CONNECT ON DATABASE {database} TO {await _quote_ident(conn, relay.user)}"
+            )
 
 
 def _schema_fingerprint() -> str | None:

@@ -208,9 +208,7 @@ class OutboxRelay:
             if self._leftovers is not None and now >= self._leftovers_due:
                 await self._list_leftovers(now)
             due = [
-                name
-                for name, state in self._states.items()
-                if state.due <= now and name not in self._running
+                name for name, state in self._states.items() if state.due <= now and name not in self._running
             ]
             if due:
                 try:
@@ -221,7 +219,9 @@ class OutboxRelay:
                 except Exception as error:  # Kafka away: the rows wait in their databases
                     kafka_failures += 1
                     delay = min(5.0, 0.2 * 2**kafka_failures)
-                    log.warning("kafka unavailable; outbox relay waits", retry_in_seconds=delay, error=repr(error))
+                    log.warning(
+                        "kafka unavailable; outbox relay waits", retry_in_seconds=delay, error=repr(error)
+                    )
                     await asyncio.sleep(delay)
                     continue
                 for name in due:
@@ -347,7 +347,9 @@ class OutboxRelay:
         async with source.engine.connect() as connection:
             while True:
                 rows = (
-                    await connection.execute(_CLAIM, {"relay": self.relay, "n": self._batch, "lease": self._lease})
+                    await connection.execute(
+                        _CLAIM, {"relay": self.relay, "n": self._batch, "lease": self._lease}
+                    )
                 ).all()
                 await connection.commit()
                 if rows:
@@ -364,10 +366,17 @@ class OutboxRelay:
                 await connection.execute(_PRUNE, {"keep": self._keep})
                 await connection.commit()
         if moved:
-            log.debug("outbox drained", source=source.name, events=moved, seconds=round(time.monotonic() - started, 3))
+            log.debug(
+                "outbox drained",
+                source=source.name,
+                events=moved,
+                seconds=round(time.monotonic() - started, 3),
+            )
         return moved
 
-    async def _send_and_settle(self, source: Source, connection: AsyncConnection, rows: Sequence[Any]) -> None:
+    async def _send_and_settle(
+        self, source: Source, connection: AsyncConnection, rows: Sequence[Any]
+    ) -> None:
         producer = await self._ensure_producer()
         outcomes: list[BaseException | None] = []
         pending: list[tuple[int, Any]] = []
@@ -393,14 +402,14 @@ class OutboxRelay:
         failed_errors: list[str] = []
         blocked: set[Any] = set()  # tenants with a transient failure: their later rows go again too
         retry_error: BaseException | None = None
-        for row, error in zip(rows, outcomes, strict=True):
+        for row, outcome in zip(rows, outcomes, strict=True):
             if row.tenant_id in blocked:
                 retry.append(row.seq)
-            elif error is None:
+            elif outcome is None:
                 published.append(row.seq)
-            elif is_poison(error):
+            elif is_poison(outcome):
                 failed.append(row.seq)
-                failed_errors.append(repr(error))
+                failed_errors.append(repr(outcome))
                 log.error(
                     "outbox event can never be sent; settled failed",
                     source=source.name,
@@ -409,12 +418,12 @@ class OutboxRelay:
                     tenant_id=str(row.tenant_id),
                     topic=row.topic,
                     payload_bytes=len(row.payload),
-                    error=repr(error),
+                    error=repr(outcome),
                 )
             else:
                 blocked.add(row.tenant_id)
                 retry.append(row.seq)
-                retry_error = retry_error or error
+                retry_error = retry_error or outcome
         settled = (
             await connection.execute(
                 _SETTLE,
@@ -436,11 +445,16 @@ class OutboxRelay:
         if settled < len(rows):
             # The lease lapsed (this relay stalled past it) and another relay took over: it sends them.
             LEASE_LOST.inc(len(rows) - settled)
-            log.warning("outbox lease lost before settling", source=source.name, unsettled=len(rows) - settled)
+            log.warning(
+                "outbox lease lost before settling", source=source.name, unsettled=len(rows) - settled
+            )
         if retry:
             self._producer_broken = True
             log.warning(
-                "outbox events sent back for retry", source=source.name, count=len(retry), error=repr(retry_error)
+                "outbox events sent back for retry",
+                source=source.name,
+                count=len(retry),
+                error=repr(retry_error),
             )
 
     async def _measure(self, source: Source, connection: AsyncConnection) -> None:

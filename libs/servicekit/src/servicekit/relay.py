@@ -138,12 +138,15 @@ def platform_outbox_relay(settings: ServiceSettings) -> OutboxRelay:
 
 
 async def _main() -> None:
-    from servicekit.logs import configure_logging
     from tenantdb.settings import TenantDBSettings
 
-    settings = ServiceSettings(service_name="relay")  # type: ignore[call-arg]  (from the environment)
+    from servicekit.logs import configure_logging
+
+    # Both from the environment (pydantic-settings), as a service's would be.
+    settings = ServiceSettings(service_name="relay")
     configure_logging(settings.service_name, settings.log_level)
-    relay = build_tenant_relay(settings, max_dedicated_engines=TenantDBSettings().max_dedicated_engines)  # type: ignore[call-arg]
+    engines = TenantDBSettings().max_dedicated_engines
+    relay = build_tenant_relay(settings, max_dedicated_engines=engines)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -39,7 +39,10 @@ class ServiceSettings(BaseSettings):
     request_count_window_seconds: float = 1.0
 
     @field_validator(
-        "platform_database_url", "shared_database_url", "relay_platform_database_url", "relay_shared_database_url"
+        "platform_database_url",
+        "shared_database_url",
+        "relay_platform_database_url",
+        "relay_shared_database_url",
     )
     @classmethod
     def _postgres(cls, value: str | None) -> str | None:

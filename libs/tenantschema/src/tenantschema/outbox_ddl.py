@@ -167,7 +167,7 @@ def _require_relay_role() -> str:
                    RAISE EXCEPTION 'role {RELAY_ROLE} does not exist: create it first (devstack does)';
                END IF;
                EXECUTE format('GRANT CONNECT ON DATABASE %I TO {RELAY_ROLE}', current_database());
-           END $$"""
+           END $$"""  # noqa: S608  (a constant role name, no input)
 
 
 def create_relay_protocol(app_role: str) -> list[str]:
@@ -304,7 +304,8 @@ def create_relay_protocol(app_role: str) -> list[str]:
                BEGIN
                    SELECT coalesce(array_agg(l.relay_partition), '{}') INTO live FROM (
                        SELECT l.relay_partition FROM outbox_leases l
-                       WHERE l.holder = outbox_settle.relay AND l.token = ANY (tokens) AND l.expires_at > now()
+                       WHERE l.holder = outbox_settle.relay AND l.token = ANY (tokens)
+                         AND l.expires_at > now()
                        ORDER BY l.relay_partition FOR SHARE) l;
                    UPDATE outbox o
                    SET state = 'published', published_at = now(), send_count = o.send_count + 1,
@@ -326,7 +327,8 @@ def create_relay_protocol(app_role: str) -> list[str]:
                    SET state = 'failed', send_count = o.send_count + 1, last_error = left(f.error, 2000),
                        claimed_at = NULL
                    FROM unnest(failed, failed_errors) AS f(seq, error)
-                   WHERE o.seq = f.seq AND o.relay_partition = ANY (live) AND o.state IN ('pending', 'in_flight');
+                   WHERE o.seq = f.seq AND o.relay_partition = ANY (live)
+                     AND o.state IN ('pending', 'in_flight');
                    GET DIAGNOSTICS n = ROW_COUNT;
                    RETURN settled + n;
                END
@@ -411,7 +413,8 @@ def create_sweep_registry() -> list[str]:
                ), due AS (
                    SELECT c.database_name FROM candidates c
                    LEFT JOIN outbox_sweeps s ON s.database_name = c.database_name
-                   WHERE s.swept_at IS NULL OR s.swept_at < now() - make_interval(secs => min_interval_seconds)
+                   WHERE s.swept_at IS NULL
+                      OR s.swept_at < now() - make_interval(secs => min_interval_seconds)
                    ORDER BY s.swept_at NULLS FIRST
                    LIMIT max_databases
                )
