@@ -171,7 +171,7 @@ async def test_tenant_indexes_are_the_seeds(history: History, fresh_database: Fr
     finally:
         await connection.close()
     names = {row["indexname"] for row in rows}
-    outbox = {"idx_outbox_unpublished", "idx_outbox_tenant_unpublished"}
+    outbox = {"idx_outbox_unpublished", "idx_outbox_partition_unsent", "idx_outbox_backing_off"}
     assert names == SEED_INDEXES[history] | ADDED_INDEXES[history] | outbox
     definitions = {row["indexname"]: row["indexdef"] for row in rows}
     if history == "shared":

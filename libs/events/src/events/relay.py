@@ -165,6 +165,7 @@ class OutboxRelay:
         self._running: dict[str, asyncio.Task[int]] = {}
         self._leftovers_due = 0.0
         self._leftover_failures = 0
+        self._listing: asyncio.Task[None] | None = None
         self._backlog: dict[str, tuple[Kind, int, float | None, int, float]] = {}
 
     # ------------------------------------------------------------------------------------ interface
@@ -189,9 +190,10 @@ class OutboxRelay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for task in list(self._running.values()):
+        tasks = [*self._running.values(), *([self._listing] if self._listing is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._running.clear()
         await self._stop_producer()
         for close in self._closers:
@@ -205,8 +207,11 @@ class OutboxRelay:
         while True:
             self._wake.clear()
             now = time.monotonic()
-            if self._leftovers is not None and now >= self._leftovers_due:
-                await self._list_leftovers(now)
+            if self._leftovers is not None and now >= self._leftovers_due and self._listing is None:
+                # A task of its own: a platform database that hangs must not hold up the drains.
+                self._leftovers_due = float("inf")
+                self._listing = asyncio.create_task(self._list_leftovers(now), name="outbox-leftovers")
+                self._listing.add_done_callback(self._listed)
             due = [
                 name for name, state in self._states.items() if state.due <= now and name not in self._running
             ]
@@ -244,10 +249,17 @@ class OutboxRelay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
 
+    def _listed(self, task: asyncio.Task[None]) -> None:
+        self._listing = None
+        if self._leftovers_due == float("inf"):  # it failed unexpectedly: try again at the next sweep
+            self._leftovers_due = time.monotonic() + self._interval
+        self._wake.set()
+
     async def _list_leftovers(self, now: float) -> None:
         assert self._leftovers is not None
         try:
-            names = await self._leftovers(self._leftover_batch, self._leftover_interval)
+            async with asyncio.timeout(self._lease):
+                names = await self._leftovers(self._leftover_batch, self._leftover_interval)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # the platform database away: dedicated leftovers wait, nothing else
@@ -257,6 +269,7 @@ class OutboxRelay:
             log.warning("outbox leftover listing failed", retry_in_seconds=delay, error=repr(error))
             return
         self._leftover_failures = 0
+        now = time.monotonic()
         self._leftovers_due = now + self._interval
         for name in names:
             self._schedule(name, now)
@@ -271,9 +284,16 @@ class OutboxRelay:
         state = self._states[name]
         source: Source | None = None
         try:
-            async with self._slots:
-                source = self._source(name)
-                moved = await self._drain(source, state)
+            # A drain longer than the lease could settle nothing anyway; a database that hangs (rather
+            # than refusing) fails here instead of holding its slot for good.
+            async with asyncio.timeout(self._lease):
+                if name in self._polled:
+                    source = self._polled[name]
+                    moved = await self._drain(source, state)
+                else:  # bounded: at most as many dedicated drains as engines fit in the LRU
+                    async with self._slots:
+                        source = self._source(name)
+                        moved = await self._drain(source, state)
         except asyncio.CancelledError:
             raise
         except Exception as error:

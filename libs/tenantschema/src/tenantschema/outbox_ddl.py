@@ -4,15 +4,23 @@ each dedicated).
 A use case inserts its events into `outbox` in the same transaction as the state change; a relay
 publishes them after commit. The runtime role may only INSERT (on the shared database, only rows of
 the tenant in context: RLS WITH CHECK). Relays claim and settle rows through SECURITY DEFINER
-functions, so no service role can read other tenants' events:
+functions that only the relay's own role (`RELAY_ROLE`) may execute, so no service role can read
+other tenants' events.
 
-- `outbox_claim(max_rows, lease_seconds)`: the next ready rows in `seq` order, marked in flight and
-  counted (`send_count`). A row is ready when pending and due, or in flight past its lease (a relay
-  died). A tenant whose earlier event is still in flight or backing off is skipped, so each tenant's
-  events are published in order even with several relays.
-- `outbox_published(seqs)`, `outbox_retry(seqs, error)`: settle a claim; a retry backs off
-  exponentially (capped at 60 s) and is never dropped.
-- `outbox_prune(keep)`: forget published rows older than `keep`.
+`create_outbox()` is what the first revisions ran (table, indexes, a first claim protocol) and stays
+as it was. `create_relay_protocol()` (revisions platform_0003_relay, shared_0004_relay,
+dedicated_0004_relay) replaces that protocol with partition leases:
+
+- `outbox_claim(relay, max_rows, lease_seconds)`: takes the leases of partitions with rows waiting
+  (at most a fair share among the relays at work) and returns their ready rows in `seq` order, each
+  with its lease token;
+- `outbox_settle(relay, tokens, published, retry, retry_error, failed, failed_errors)`: settles what
+  a claim returned, only under leases still held with those tokens; a retry backs off exponentially
+  (capped at 60 s) and is never dropped; `failed` is for events Kafka can never accept;
+- `outbox_backlog()`: counts for the relay's metrics; `outbox_prune(keep)`: forgets published rows;
+- platform only: `outbox_sweep_due(n, min_interval)`, the leftover round over dedicated databases.
+
+libs/events/README.md describes the protocol and why per-tenant order holds.
 """
 
 from __future__ import annotations
