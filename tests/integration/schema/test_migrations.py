@@ -21,11 +21,12 @@ from tenantschema.urls import asyncpg_url
 from tests.support.databases import FreshDatabase
 
 HEADS: dict[History, str] = {
-    "platform": "platform_0002",
-    "shared": "shared_0003",
-    "dedicated": "dedicated_0003",
+    "platform": "platform_0003_relay",
+    "shared": "shared_0004_relay",
+    "dedicated": "dedicated_0004_relay",
 }
 SERVICE_TABLES = {"processed_events", "order_products", "sequences", "idempotency_keys"}
+RELAY_TABLES = {"outbox_leases", "outbox_relays"}  # and, in the platform database, outbox_sweeps
 
 EXPECTED_TABLES: dict[History, set[str]] = {
     "platform": {
@@ -35,6 +36,8 @@ EXPECTED_TABLES: dict[History, set[str]] = {
         "tenant_migrations",
         "outbox",
         "inbox",
+        *RELAY_TABLES,
+        "outbox_sweeps",
     },
     "shared": {
         "products",
@@ -47,6 +50,7 @@ EXPECTED_TABLES: dict[History, set[str]] = {
         "orders_part_3",
         "tenant_fences",
         "outbox",
+        *RELAY_TABLES,
         *SERVICE_TABLES,
     },
     "dedicated": {
@@ -56,6 +60,7 @@ EXPECTED_TABLES: dict[History, set[str]] = {
         "orders",
         "tenant_fences",
         "outbox",
+        *RELAY_TABLES,
         *SERVICE_TABLES,
     },
 }
@@ -125,6 +130,8 @@ async def test_head_matches_the_declared_tables(history: History, fresh_database
         "tenant_fences",
         "outbox",
         "inbox",
+        *RELAY_TABLES,
+        "outbox_sweeps",
     }
     assert [
         d
