@@ -91,7 +91,7 @@ async def test_only_the_relay_role_may_claim_settle_or_prune(
     )
     try:
         for statement in (
-            "SELECT * FROM outbox_claim('app', 10, 30)",
+            "SELECT * FROM outbox_claim('app', 10, 30, false)",
             "SELECT outbox_settle('app', '{1}', '{1}', '{}', NULL, '{}', '{}')",
             "SELECT outbox_prune('1 day')",
             "SELECT * FROM outbox_backlog()",
@@ -104,7 +104,7 @@ async def test_only_the_relay_role_may_claim_settle_or_prune(
         await app.close()
     relay = await asyncpg.connect(db.relay_url)
     try:
-        [row] = await relay.fetch("SELECT seq, lease_token FROM outbox_claim('r1', 10, 30)")
+        [row] = await relay.fetch("SELECT seq, lease_token FROM outbox_claim('r1', 10, 30, false)")
         settle = "SELECT outbox_settle('r1', $1, $2, '{}', NULL, '{}', '{}')"
         assert await relay.fetchval(settle, [row["lease_token"]], [row["seq"]]) == 1
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -129,12 +129,12 @@ async def test_one_relay_per_partition_and_a_lapsed_lease_settles_nothing(
     settle = "SELECT outbox_settle($1, $2, $3, '{}', NULL, '{}', '{}')"
     relay = await asyncpg.connect(db.relay_url)
     try:
-        first = await relay.fetch("SELECT seq, lease_token FROM outbox_claim('r1', 2, 1)")
+        first = await relay.fetch("SELECT seq, lease_token FROM outbox_claim('r1', 2, 1, false)")
         assert len(first) == 2
         # r1 holds the tenant's partition: r2 gets nothing of it, not even the third row.
-        assert await relay.fetch("SELECT seq FROM outbox_claim('r2', 10, 1)") == []
+        assert await relay.fetch("SELECT seq FROM outbox_claim('r2', 10, 1, false)") == []
         await asyncio.sleep(1.2)  # r1 stalls past its lease
-        taken = await relay.fetch("SELECT seq, lease_token FROM outbox_claim('r2', 10, 30)")
+        taken = await relay.fetch("SELECT seq, lease_token FROM outbox_claim('r2', 10, 30, false)")
         assert [r["seq"] for r in taken] == [first[0]["seq"], first[1]["seq"], first[1]["seq"] + 1]
         assert taken[0]["lease_token"] != first[0]["lease_token"]
         stale = await relay.fetchval(settle, "r1", [first[0]["lease_token"]], [r["seq"] for r in first])

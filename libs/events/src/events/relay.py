@@ -63,7 +63,8 @@ SOURCE_FAILURES = Counter("outbox_source_failures_total", "Drains of a source th
 LEASE_LOST = Counter("outbox_lease_lost_total", "Claimed events this relay could no longer settle")
 
 _CLAIM = text(
-    "SELECT seq, event_id, tenant_id, topic, payload, lease_token FROM outbox_claim(:relay, :n, :lease)"
+    "SELECT seq, event_id, tenant_id, topic, payload, lease_token "
+    "FROM outbox_claim(:relay, :n, :lease, :release_idle)"
 )
 _SETTLE = text(
     "SELECT outbox_settle(:relay, CAST(:tokens AS bigint[]), CAST(:published AS bigint[]), "
@@ -368,7 +369,14 @@ class OutboxRelay:
             while True:
                 rows = (
                     await connection.execute(
-                        _CLAIM, {"relay": self.relay, "n": self._batch, "lease": self._lease}
+                        _CLAIM,
+                        {
+                            "relay": self.relay,
+                            "n": self._batch,
+                            "lease": self._lease,
+                            # Polled sources keep their leases while idle; others hand them back.
+                            "release_idle": source.name not in self._polled,
+                        },
                     )
                 ).all()
                 await connection.commit()

@@ -161,7 +161,7 @@ _LEGACY_FUNCTIONS = (
     "outbox_retry(bigint[], text)",
 )
 _RELAY_FUNCTIONS = (
-    "outbox_claim(text, integer, integer)",
+    "outbox_claim(text, integer, integer, boolean)",
     "outbox_settle(text, bigint[], bigint[], bigint[], text, bigint[], text[])",
     "outbox_backlog()",
     "outbox_prune(interval)",
@@ -219,7 +219,7 @@ def create_relay_protocol(app_role: str) -> list[str]:
         # no row: the lease is what makes a row "in flight" (the caller settles a claim before it
         # claims again), and rows a relay claimed but could not settle are simply claimed again by
         # whoever holds the partition next (at least once; consumers deduplicate by event id).
-        """CREATE FUNCTION outbox_claim(relay text, max_rows integer, lease_seconds integer)
+        """CREATE FUNCTION outbox_claim(relay text, max_rows integer, lease_seconds integer, release_idle boolean)
                RETURNS TABLE (
                    seq bigint, event_id uuid, tenant_id uuid, topic text, payload text, lease_token bigint)
                LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
@@ -230,6 +230,7 @@ def create_relay_protocol(app_role: str) -> list[str]:
                    members integer;
                    share integer;
                    held smallint[];
+                   renew boolean;
                BEGIN
                    INSERT INTO outbox_relays AS r (relay, seen_at) VALUES (outbox_claim.relay, now())
                        ON CONFLICT (relay) DO UPDATE SET seen_at = now()
@@ -241,30 +242,43 @@ def create_relay_protocol(app_role: str) -> list[str]:
                    WHERE r.seen_at > now() - least(lease, interval '5 seconds');
                    share := ceil((SELECT count(*) FROM outbox_leases)::numeric / greatest(members, 1));
 
-                   WITH wanted AS (
-                       SELECT l.relay_partition FROM outbox_leases l
-                       WHERE (l.holder = outbox_claim.relay AND l.expires_at > now())
-                          OR ((l.holder IS NULL OR l.expires_at <= now())
-                              AND EXISTS (SELECT 1 FROM outbox o
-                                          WHERE o.relay_partition = l.relay_partition
-                                            AND o.state IN ('pending', 'in_flight')))
-                       ORDER BY (l.holder IS NOT DISTINCT FROM outbox_claim.relay AND l.expires_at > now())
-                                DESC, random()
-                       LIMIT share
-                       FOR UPDATE SKIP LOCKED
-                   ), taken AS (
-                       UPDATE outbox_leases l
-                       SET token = CASE WHEN l.holder = outbox_claim.relay AND l.expires_at > now()
-                                        THEN l.token ELSE nextval('outbox_lease_token') END,
-                           holder = outbox_claim.relay,
-                           expires_at = now() + lease
-                       FROM wanted WHERE l.relay_partition = wanted.relay_partition
-                       RETURNING l.relay_partition
-                   )
-                   SELECT coalesce(array_agg(taken.relay_partition), '{}') INTO held FROM taken;
-                   -- Beyond the fair share, or expired without work: given back.
-                   UPDATE outbox_leases l SET holder = NULL, expires_at = '-infinity'
-                   WHERE l.holder = outbox_claim.relay AND NOT (l.relay_partition = ANY (held));
+                   -- Most claims change no lease: the caller holds its share, renewed recently, and no
+                   -- free partition has work. Those only read (no row lock, no commit to flush).
+                   SELECT coalesce(array_agg(l.relay_partition), '{}'),
+                          coalesce(bool_or(l.expires_at < now() + lease / 2), false)
+                   INTO held, renew
+                   FROM outbox_leases l WHERE l.holder = outbox_claim.relay AND l.expires_at > now();
+                   IF renew OR cardinality(held) > share OR (cardinality(held) < share AND EXISTS (
+                       SELECT 1 FROM outbox_leases l
+                       WHERE (l.holder IS NULL OR l.expires_at <= now())
+                         AND EXISTS (SELECT 1 FROM outbox o WHERE o.relay_partition = l.relay_partition
+                                                              AND o.state IN ('pending', 'in_flight'))))
+                   THEN
+                       WITH wanted AS (
+                           SELECT l.relay_partition FROM outbox_leases l
+                           WHERE (l.holder = outbox_claim.relay AND l.expires_at > now())
+                              OR ((l.holder IS NULL OR l.expires_at <= now())
+                                  AND EXISTS (SELECT 1 FROM outbox o
+                                              WHERE o.relay_partition = l.relay_partition
+                                                AND o.state IN ('pending', 'in_flight')))
+                           ORDER BY (l.holder IS NOT DISTINCT FROM outbox_claim.relay
+                                     AND l.expires_at > now()) DESC, random()
+                           LIMIT share
+                           FOR UPDATE SKIP LOCKED
+                       ), taken AS (
+                           UPDATE outbox_leases l
+                           SET token = CASE WHEN l.holder = outbox_claim.relay AND l.expires_at > now()
+                                            THEN l.token ELSE nextval('outbox_lease_token') END,
+                               holder = outbox_claim.relay,
+                               expires_at = now() + lease
+                           FROM wanted WHERE l.relay_partition = wanted.relay_partition
+                           RETURNING l.relay_partition
+                       )
+                       SELECT coalesce(array_agg(taken.relay_partition), '{}') INTO held FROM taken;
+                       -- Beyond the fair share, or expired: given back.
+                       UPDATE outbox_leases l SET holder = NULL, expires_at = '-infinity'
+                       WHERE l.holder = outbox_claim.relay AND NOT (l.relay_partition = ANY (held));
+                   END IF;
 
                    -- A new statement, a new snapshot: it sees every row committed before the leases
                    -- were taken. A tenant's rows behind one that backs off wait for it (order); rows
@@ -286,10 +300,12 @@ def create_relay_protocol(app_role: str) -> list[str]:
                    ORDER BY o.seq
                    LIMIT max_rows;
 
-                   -- Nothing ready in a partition: give it back now, so whichever relay is woken next
-                   -- for it (a commit in its process) can take it without waiting for the lease.
+                   -- Nothing ready in a partition of a database the caller does not poll (a dedicated
+                   -- one, drained when a commit names it): give it back now, so whichever relay is
+                   -- woken next for it can take it without waiting for the lease. A polled database's
+                   -- leases stay with their live holder, which looks again in a few milliseconds.
                    UPDATE outbox_leases l SET holder = NULL, expires_at = '-infinity'
-                   WHERE l.holder = outbox_claim.relay AND l.relay_partition = ANY (held)
+                   WHERE release_idle AND l.holder = outbox_claim.relay AND l.relay_partition = ANY (held)
                      AND NOT EXISTS (SELECT 1 FROM outbox o
                                      WHERE o.relay_partition = l.relay_partition
                                        AND o.state IN ('pending', 'in_flight')
@@ -374,7 +390,7 @@ def drop_relay_protocol(app_role: str) -> list[str]:
         f"GRANT EXECUTE ON FUNCTION outbox_prune(interval) TO {role}",
         "DROP FUNCTION outbox_backlog()",
         "DROP FUNCTION outbox_settle(text, bigint[], bigint[], bigint[], text, bigint[], text[])",
-        "DROP FUNCTION outbox_claim(text, integer, integer)",
+        "DROP FUNCTION outbox_claim(text, integer, integer, boolean)",
         "DROP TABLE outbox_relays",
         "DROP SEQUENCE outbox_lease_token",
         "DROP TABLE outbox_leases",
