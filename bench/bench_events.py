@@ -227,13 +227,13 @@ async def _steady(send: object, tenants: list[uuid.UUID], receiver: _Receiver, w
     latencies = [(receiver.received[e] - t) * 1000 for e, t in sent.items() if e in receiver.received]
     if len(latencies) < total:
         raise RuntimeError(f"{what}: only {len(latencies)} of {total} events arrived")
+    p99 = _p99(latencies)
     if achieved < 0.95 * RATE or late > 0.05 * total:
         _say(
-            f"{what}: the load generator saturated "
-            f"({achieved:.0f} events/s offered of {RATE:.0f}, {late} late)"
+            f"{what}: the load generator saturated ({achieved:.0f} events/s offered of {RATE:.0f}, "
+            f"{late} late): no result (for information only, p99 at that rate {p99:.1f} ms)"
         )
         return None
-    p99 = _p99(latencies)
     _say(
         f"{what}: {achieved:.0f} events/s offered, "
         f"p50 {sorted(latencies)[len(latencies) // 2]:.1f} ms, p99 {p99:.1f} ms"

@@ -130,7 +130,7 @@ class OutboxRelay:
         leftovers: LeftoverLister | None = None,
         batch_size: int = 500,
         sweep_interval: float = 1.0,
-        poll_min: float = 0.005,
+        poll_min: float = 0.02,
         leftover_batch: int = 4,
         leftover_interval: float = 30.0,
         recheck_delay: float = 0.25,
