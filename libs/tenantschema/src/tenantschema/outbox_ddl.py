@@ -219,7 +219,8 @@ def create_relay_protocol(app_role: str) -> list[str]:
         # no row: the lease is what makes a row "in flight" (the caller settles a claim before it
         # claims again), and rows a relay claimed but could not settle are simply claimed again by
         # whoever holds the partition next (at least once; consumers deduplicate by event id).
-        """CREATE FUNCTION outbox_claim(relay text, max_rows integer, lease_seconds integer, release_idle boolean)
+        """CREATE FUNCTION outbox_claim(
+                   relay text, max_rows integer, lease_seconds integer, release_idle boolean)
                RETURNS TABLE (
                    seq bigint, event_id uuid, tenant_id uuid, topic text, payload text, lease_token bigint)
                LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
