@@ -582,6 +582,9 @@ async def bootstrap_relay(urls: dict[str, str]) -> None:
             ident = await _quote_ident(conn, relay.user)
             await conn.execute(f"ALTER ROLE {ident} SET statement_timeout = '30s'")
             await conn.execute(f"ALTER ROLE {ident} SET idle_in_transaction_session_timeout = '60s'")
+            # The relay only writes bookkeeping (leases, settled states): a settle lost in a crash means
+            # the events are sent again (at least once), so its commits need not wait for the disk.
+            await conn.execute(f"ALTER ROLE {ident} SET synchronous_commit = off")
         for relay in relays:
             database = await _quote_ident(conn, relay.database)
             await conn.execute(
