@@ -33,6 +33,7 @@ from tests.integration.tenantdb.conftest import Kind, MakeTenant, dedicated_secr
 from tests.support.apps import serve
 from tests.support.databases import role_settings
 from tests.support.kafka import tail
+from tests.support.relay import relay_settings
 
 TENANT_HEADER = "X-Tenant-ID"
 PLACEMENTS: tuple[Kind, ...] = ("shared", "dedicated")
@@ -44,6 +45,7 @@ def orders_settings(stack_env: dict[str, str], **overrides: Any) -> OrdersSettin
         **role_settings(stack_env, "orders"),
         "kafka_bootstrap_servers": stack_env["KAFKA_BOOTSTRAP_SERVERS"],
         "dedicated_password_secret": dedicated_secret(),
+        **relay_settings(stack_env),
     }
     return OrdersSettings(**(values | overrides))
 
