@@ -21,21 +21,23 @@ from tenantdb.placement import Placement
 from servicekit.counting import RequestCounter
 from servicekit.health import Check, health_router
 from servicekit.http import RequestContextMiddleware
+from servicekit.kafka import KafkaConnection
 from servicekit.problems import install_problem_handlers
 
 Hook = Callable[[], Awaitable[None]]
 
 
 def build_broker(bootstrap_servers: str, *, service: str) -> KafkaBroker:
-    """Idempotent acks=all producer; offsets committed after the handler (and its transaction)
-    finished; failures retried with backoff, then dead-lettered (events.dead_letter)."""
+    """Idempotent acks=all producer; offsets committed only after the handler (and its transaction)
+    finished or the message is in `<topic>.dlq`; transient failures hold the partition and are retried
+    for as long as they last, permanent ones dead-lettered (events.dead_letter)."""
     return KafkaBroker(
         bootstrap_servers,
         client_id=service,
         acks="all",
         enable_idempotence=True,
         ack_policy=AckPolicy.ACK,
-        middlewares=[DeadLetter.configure(attempts=3, backoff=0.2)],
+        middlewares=[DeadLetter.configure(attempts=5, backoff=0.2, max_backoff=5.0)],
     )
 
 
@@ -63,7 +65,9 @@ def create_service_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         for hook in runtime.on_startup:
             await hook()
-        await runtime.broker.start()
+        # Kafka away must not keep the service from serving: the broker connects in the background.
+        kafka = KafkaConnection(runtime.broker)
+        await kafka.start()
         if runtime.relay is not None:
             await runtime.relay.start()
         if runtime.counter is not None:
@@ -79,7 +83,7 @@ def create_service_app(
                 await runtime.counter.stop()  # flushes the last window while the broker is up
             if runtime.relay is not None:
                 await runtime.relay.stop()
-            await runtime.broker.stop()
+            await kafka.stop()
             for hook in runtime.on_shutdown:
                 await hook()
 

@@ -11,7 +11,7 @@ from fastapi import Depends, Header, Response
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servicekit.counting import RequestCounter
+from servicekit.counting import UNKNOWN_TENANT, RequestCounter
 from servicekit.logs import REQUEST_CONTEXT
 from servicekit.problems import BadRequest, problem_response
 
@@ -44,7 +44,8 @@ class ModelResponse(Response):
 
 
 class RequestContextMiddleware:
-    """Binds request id and tenant id to the logs, counts tenant requests, refuses oversized bodies."""
+    """Binds request id and tenant id to the logs, counts tenant requests (servicekit.counting),
+    refuses oversized bodies."""
 
     def __init__(self, app: ASGIApp, *, counter: RequestCounter | None, max_body_bytes: int) -> None:
         self.app = app
@@ -74,9 +75,6 @@ class RequestContextMiddleware:
         context = REQUEST_CONTEXT.set(
             {"request_id": request_id, "tenant_id": str(tenant) if tenant else None}
         )
-        if tenant is not None and self.counter is not None:
-            self.counter.add(tenant)
-
         if length is not None and length.isdigit() and int(length) > self.max_body:
             response = problem_response(
                 413, "Payload Too Large", f"the request body exceeds {self.max_body} bytes"
@@ -110,6 +108,9 @@ class RequestContextMiddleware:
             await self.app(scope, limited_receive if length is None else receive, send_with_request_id)
         finally:
             REQUEST_CONTEXT.reset(context)
+            # Counted once answered, unless the id named no tenant (set by the TenantNotFound handler).
+            if tenant is not None and self.counter is not None and UNKNOWN_TENANT not in scope:
+                self.counter.add(tenant)
         if too_large:
             structlog.get_logger().warning("request body over the limit", limit=self.max_body)
 

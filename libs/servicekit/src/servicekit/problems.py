@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from tenantdb import TenantMoving, TenantNotFound, TenantUnavailable
 
+from servicekit.counting import mark_unknown_tenant
+
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("servicekit.problems")
 
@@ -88,6 +90,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TenantNotFound)
     async def _unknown_tenant(request: Request, error: TenantNotFound) -> JSONResponse:
+        mark_unknown_tenant(request.scope)  # never counted as the tenant's request
         return problem_response(404, "Not Found", str(error), request)
 
     @app.exception_handler(TenantUnavailable)

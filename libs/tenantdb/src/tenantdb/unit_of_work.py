@@ -60,15 +60,16 @@ class UnitOfWork:
     A plain class rather than a generator-based context manager: this sits on every request's path.
     """
 
-    __slots__ = ("_db", "_done", "_driver", "connection", "placement", "readonly", "tenant_id")
+    __slots__ = ("_db", "_done", "_driver", "any_status", "connection", "placement", "readonly", "tenant_id")
 
     placement: Placement
     connection: AsyncConnection
 
-    def __init__(self, db: TenantDB, tenant_id: uuid.UUID, readonly: bool) -> None:
+    def __init__(self, db: TenantDB, tenant_id: uuid.UUID, readonly: bool, any_status: bool = False) -> None:
         self._db = db
         self.tenant_id = tenant_id
         self.readonly = readonly
+        self.any_status = any_status
         self._driver: Any = None
         self._done = False
 
@@ -210,16 +211,21 @@ class TenantDB:
         """The tenant's placement; TenantNotFound / TenantUnavailable when there is none to use."""
         return _available(await self.directory.get(tenant_id))
 
-    def unit_of_work(self, tenant_id: uuid.UUID | str, *, readonly: bool = False) -> UnitOfWork:
+    def unit_of_work(
+        self, tenant_id: uuid.UUID | str, *, readonly: bool = False, any_status: bool = False
+    ) -> UnitOfWork:
         """A transaction on the tenant's current placement: `async with tdb.unit_of_work(t) as uow`.
 
         Writes (the default) wait up to `write_wait_seconds` while a cutover holds the tenant, then run
         on the new placement, or fail with the retryable TenantMoving. Read-only units of work never
         wait, and PostgreSQL refuses any write inside them.
+
+        `any_status=True` opens it for a suspended or deleted tenant too: consumers applying events
+        that already happened elsewhere (a read model must not drift while a suspension lasts).
         """
         if not isinstance(tenant_id, uuid.UUID):
             tenant_id = uuid.UUID(str(tenant_id))
-        return UnitOfWork(self, tenant_id, readonly)
+        return UnitOfWork(self, tenant_id, readonly, any_status)
 
     async def _open(self, uow: UnitOfWork) -> None:
         """Check out a connection on the tenant's placement and begin its transaction (one round trip)."""
@@ -230,7 +236,9 @@ class TenantDB:
         fenced_since: float | None = None
         backoff = 0.02
         while True:
-            placement = _available(await self.directory.get(tenant_id))
+            placement = await self.directory.get(tenant_id)
+            if not uow.any_status:
+                _available(placement)
             shared = placement.is_shared
             connection = await (self.shared_engine if shared else self.engine_for(placement)).connect()
             # Already checked out: reading it needs no I/O, so no greenlet hop (get_raw_connection has one).
