@@ -118,7 +118,9 @@ async def _rollback_or_invalidate(connection: AsyncConnection, driver: Any, *, f
                 await asyncio.wait_for(driver.execute("ROLLBACK"), _ROLLBACK_TIMEOUT)
             else:
                 await driver.execute("ROLLBACK")
-        if driver.is_closed() or not driver.is_in_transaction():
+        # A closed driver (the server went away) must not go back to the pool: without pre-ping the
+        # next checkout would get it again, and fail with "connection is closed" for ever.
+        if not driver.is_closed() and not driver.is_in_transaction():
             return
     except (Exception, asyncio.CancelledError) as error:  # the connection is suspect either way
         log.warning("rollback failed; discarding connection", error=repr(error))
