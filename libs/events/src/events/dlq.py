@@ -94,8 +94,8 @@ async def read_dead_letters(bootstrap_servers: str, topic: str) -> list[DeadLett
     offset order (a tenant's dead letters share a partition, so theirs stay in order)."""
     name = dlq_topic(topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         found = consumer.partitions_for_topic(name)
         if not found:
             await consumer._client.force_metadata_update()
@@ -105,7 +105,10 @@ async def read_dead_letters(bootstrap_servers: str, topic: str) -> list[DeadLett
         partitions = [TopicPartition(name, p) for p in sorted(found)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        # Explicit offsets: seek_to_beginning() races the reset to "latest" that assign() starts, and
+        # losing that race reads nothing.
+        for tp, offset in (await consumer.beginning_offsets(partitions)).items():
+            consumer.seek(tp, offset)
         records: list[DeadLetterRecord] = []
         deadline = time.monotonic() + READ_TIMEOUT
         while True:
@@ -148,8 +151,8 @@ async def replay(
     if not selected:
         return []
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True)
-    await producer.start()
     try:
+        await producer.start()
         sends = []
         for record in selected:
             kept = [(k, v) for k, v in record.headers if not k.startswith("x-dlq-")]

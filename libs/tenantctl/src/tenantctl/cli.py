@@ -10,6 +10,8 @@ package adding their own `typer.Typer()` here with `app.add_typer(...)`; shared 
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from tenantctl import dlq
@@ -25,4 +27,6 @@ app.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:
+    # aiokafka logs every failed connection attempt; the command reports the failure once itself.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     app()
