@@ -17,9 +17,10 @@ Topic = Annotated[str, typer.Argument(help="The topic, e.g. catalog.products.v1 
 def _line(record: DeadLetterRecord) -> str:
     d = record.as_dict()
     where = f"{d['original_topic']}[{d['original_partition']}]@{d['original_offset']}"
+    error = " ".join((d["error"] or "-").split())[:200]  # one line per dead letter (--json has it all)
     return (
         f"{d['dead_lettered_at']}  {d['event_id'] or '-'}  {d['event_type'] or '-'}  "
-        f"tenant={d['tenant_id'] or '-'}  from={where}  error={d['error'] or '-'}"
+        f"tenant={d['tenant_id'] or '-'}  from={where}  error={error}"
     )
 
 
