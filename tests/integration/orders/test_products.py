@@ -169,11 +169,13 @@ async def test_suspended_tenants_events_are_applied_unknown_tenants_dead_lettere
     assert headers["x-dlq-attempts"] == "5"
     assert headers["x-dlq-event-id"] == str(unknown.event_id)
     assert headers["x-dlq-partition"] == "2"
-    row = await _stored_any_status(feed, suspended, ProductData.model_validate(of_suspended.data).product_id)
+    row = await _stored_while_suspended(
+        feed, suspended, ProductData.model_validate(of_suspended.data).product_id
+    )
     assert row is not None
 
 
-async def _stored_any_status(feed: ProductFeed, tenant_id: uuid.UUID, product_id: uuid.UUID) -> Any:
-    async with feed.tdb.unit_of_work(tenant_id, readonly=True, any_status=True) as uow:
+async def _stored_while_suspended(feed: ProductFeed, tenant_id: uuid.UUID, product_id: uuid.UUID) -> Any:
+    async with feed.tdb.unit_of_work(tenant_id, readonly=True, allow_suspended=True) as uow:
         query = select(order_products).where(order_products.c.id == product_id)
         return (await uow.connection.execute(query)).first()

@@ -32,7 +32,7 @@ from tenantdb.directory import TenantDirectory
 from tenantdb.engines import DedicatedEngines, create_engine
 from tenantdb.errors import PlacementMisconfigured, TenantMoving, TenantUnavailable
 from tenantdb.metrics import ACQUIRE_SECONDS, FENCED, FENCED_WAIT_SECONDS, ROUTED
-from tenantdb.placement import AVAILABLE_STATUS, Placement, dedicated_url
+from tenantdb.placement import AVAILABLE_STATUS, SUSPENDED_STATUS, Placement, dedicated_url
 from tenantdb.settings import TenantDBSettings
 
 log = structlog.get_logger("tenantdb")
@@ -60,16 +60,27 @@ class UnitOfWork:
     A plain class rather than a generator-based context manager: this sits on every request's path.
     """
 
-    __slots__ = ("_db", "_done", "_driver", "any_status", "connection", "placement", "readonly", "tenant_id")
+    __slots__ = (
+        "_db",
+        "_done",
+        "_driver",
+        "allow_suspended",
+        "connection",
+        "placement",
+        "readonly",
+        "tenant_id",
+    )
 
     placement: Placement
     connection: AsyncConnection
 
-    def __init__(self, db: TenantDB, tenant_id: uuid.UUID, readonly: bool, any_status: bool = False) -> None:
+    def __init__(
+        self, db: TenantDB, tenant_id: uuid.UUID, readonly: bool, allow_suspended: bool = False
+    ) -> None:
         self._db = db
         self.tenant_id = tenant_id
         self.readonly = readonly
-        self.any_status = any_status
+        self.allow_suspended = allow_suspended
         self._driver: Any = None
         self._done = False
 
@@ -214,7 +225,7 @@ class TenantDB:
         return _available(await self.directory.get(tenant_id))
 
     def unit_of_work(
-        self, tenant_id: uuid.UUID | str, *, readonly: bool = False, any_status: bool = False
+        self, tenant_id: uuid.UUID | str, *, readonly: bool = False, allow_suspended: bool = False
     ) -> UnitOfWork:
         """A transaction on the tenant's current placement: `async with tdb.unit_of_work(t) as uow`.
 
@@ -222,12 +233,13 @@ class TenantDB:
         on the new placement, or fail with the retryable TenantMoving. Read-only units of work never
         wait, and PostgreSQL refuses any write inside them.
 
-        `any_status=True` opens it for a suspended or deleted tenant too: consumers applying events
-        that already happened elsewhere (a read model must not drift while a suspension lasts).
+        `allow_suspended=True` opens it for a suspended tenant too (a deleted one stays refused):
+        consumers applying events that already happened elsewhere, since a suspension can be undone
+        and a read model must not drift meanwhile.
         """
         if not isinstance(tenant_id, uuid.UUID):
             tenant_id = uuid.UUID(str(tenant_id))
-        return UnitOfWork(self, tenant_id, readonly, any_status)
+        return UnitOfWork(self, tenant_id, readonly, allow_suspended)
 
     async def _open(self, uow: UnitOfWork) -> None:
         """Check out a connection on the tenant's placement and begin its transaction (one round trip)."""
@@ -239,7 +251,7 @@ class TenantDB:
         backoff = 0.02
         while True:
             placement = await self.directory.get(tenant_id)
-            if not uow.any_status:
+            if not (uow.allow_suspended and placement.status == SUSPENDED_STATUS):
                 _available(placement)
             shared = placement.is_shared
             connection = await (self.shared_engine if shared else self.engine_for(placement)).connect()

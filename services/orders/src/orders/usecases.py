@@ -24,7 +24,7 @@ from events.models import ProductData
 from pydantic import ValidationError
 from servicekit.pagination import decode_cursor, encode_cursor
 from servicekit.problems import Conflict, NotFound, Unprocessable
-from tenantdb import TenantDB
+from tenantdb import TenantDB, TenantUnavailable
 
 from orders import domain, repository, schemas
 
@@ -235,10 +235,11 @@ class OrdersService:
         """Bring `order_products` up to the event; what happened, for the logs and metrics.
 
         Once per event id (inbox, same transaction), and never back to an older version (events of a
-        product may arrive out of order after a rebalance or a redelivery). A suspended or deleted
-        tenant's events are applied too: they happened in the catalog, and a suspension can be
-        undone. Failures propagate to the consumer middleware (events.dead_letter), which waits out
-        transient ones and dead-letters the rest (an unknown tenant, malformed data).
+        product may arrive out of order after a rebalance or a redelivery). A suspended tenant's
+        events are applied too: they happened in the catalog, and a suspension can be undone; a
+        deleted tenant's are skipped (deletion is final, and its database may be dropped). Failures
+        propagate to the consumer middleware (events.dead_letter), which waits out transient ones
+        and dead-letters the rest (an unknown tenant, malformed data).
         """
         if envelope.event_type not in PRODUCT_EVENTS:
             return "ignored"
@@ -249,22 +250,26 @@ class OrdersService:
         version_at = product.updated_at
         if version_at.tzinfo is None:
             version_at = version_at.replace(tzinfo=UTC)
-        async with self.tdb.unit_of_work(envelope.tenant_id, any_status=True) as uow:
-            # Named for pg_stat_activity while the transaction lasts (CONTRACT.md §2: <service>:<worker>).
-            await uow.driver.execute(CONSUMER_APPLICATION_NAME)
-            if not await first_delivery(uow.connection, PRODUCTS_CONSUMER, envelope.event_id):
-                return "duplicate"
-            changed = await repository.upsert_product(
-                uow.connection,
-                {
-                    "id": product.product_id,
-                    "name": product.name,
-                    "sku": product.sku,
-                    "price": product.price,
-                    "status": product.status,
-                    "deleted": product.deleted or envelope.event_type == "product.deleted",
-                    "version_at": version_at,
-                },
-            )
-            await uow.commit()
+        try:
+            async with self.tdb.unit_of_work(envelope.tenant_id, allow_suspended=True) as uow:
+                # Named for pg_stat_activity while it lasts (CONTRACT.md §2: <service>:<worker>).
+                await uow.driver.execute(CONSUMER_APPLICATION_NAME)
+                if not await first_delivery(uow.connection, PRODUCTS_CONSUMER, envelope.event_id):
+                    return "duplicate"
+                changed = await repository.upsert_product(
+                    uow.connection,
+                    {
+                        "id": product.product_id,
+                        "name": product.name,
+                        "sku": product.sku,
+                        "price": product.price,
+                        "status": product.status,
+                        "deleted": product.deleted or envelope.event_type == "product.deleted",
+                        "version_at": version_at,
+                    },
+                )
+                await uow.commit()
+        except TenantUnavailable as error:  # deleted: its data (a dedicated database) may be gone
+            log.info("product event of a deleted tenant skipped", error=str(error))
+            return "skipped_deleted"
         return "applied" if changed else "stale"
