@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from devstack.stack import parse_env_file
 
 
 def free_port() -> int:
@@ -158,8 +159,6 @@ class IsolatedStack:
 
     def up(self) -> None:
         self._devstack("up")
-        from devstack.stack import parse_env_file
-
         self.env = parse_env_file(self.state_dir / "stack.env")
 
     def down(self) -> None:

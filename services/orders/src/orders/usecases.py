@@ -33,7 +33,6 @@ log = structlog.get_logger("orders")
 CREATE_ORDER_SCOPE = "orders.create"
 PRODUCTS_CONSUMER = "orders.products"
 PRODUCT_EVENTS = frozenset({"product.created", "product.updated", "product.deleted"})
-CONSUMER_APPLICATION_NAME = "SET LOCAL application_name = 'orders:consumer'"
 
 
 @dataclass(frozen=True)
@@ -252,8 +251,6 @@ class OrdersService:
             version_at = version_at.replace(tzinfo=UTC)
         try:
             async with self.tdb.unit_of_work(envelope.tenant_id, allow_suspended=True) as uow:
-                # Named for pg_stat_activity while it lasts (CONTRACT.md §2: <service>:<worker>).
-                await uow.driver.execute(CONSUMER_APPLICATION_NAME)
                 if not await first_delivery(uow.connection, PRODUCTS_CONSUMER, envelope.event_id):
                     return "duplicate"
                 changed = await repository.upsert_product(
