@@ -31,6 +31,7 @@ from tenantdb import TenantDB
 from servicekit.counting import RequestCounter
 from servicekit.health import Check, database_check, health_router, kafka_check
 from servicekit.http import RequestContextMiddleware
+from servicekit.kafka import KafkaConnection
 from servicekit.logs import configure_logging
 from servicekit.metrics import REDMetricsMiddleware
 from servicekit.platform import PLATFORM_SOURCE, PlatformDB
@@ -44,15 +45,16 @@ U = TypeVar("U")
 
 
 def build_broker(bootstrap_servers: str, *, service: str) -> KafkaBroker:
-    """Idempotent acks=all producer; offsets committed after the handler (and its transaction)
-    finished; failures retried with backoff, then dead-lettered (events.dead_letter)."""
+    """Idempotent acks=all producer; offsets committed only after the handler (and its transaction)
+    finished or the message is in `<topic>.dlq`; transient failures hold the partition and are retried
+    for as long as they last, permanent ones dead-lettered (events.dead_letter)."""
     return KafkaBroker(
         bootstrap_servers,
         client_id=service,
         acks="all",
         enable_idempotence=True,
         ack_policy=AckPolicy.ACK,
-        middlewares=[DeadLetter.configure(attempts=3, backoff=0.2)],
+        middlewares=[DeadLetter.configure(attempts=5, backoff=0.2, max_backoff=5.0)],
     )
 
 
@@ -219,7 +221,9 @@ def _assemble(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await broker.start()
+        # Kafka away must not keep the service from serving: the broker connects in the background.
+        kafka = KafkaConnection(broker)
+        await kafka.start()
         if relay is not None:
             await relay.start()
         if counter is not None:
@@ -234,7 +238,7 @@ def _assemble(
                 await counter.stop()  # flushes the last window while the broker is up
             if relay is not None:
                 await relay.stop()
-            await broker.stop()
+            await kafka.stop()
             for hook in on_shutdown:
                 await hook()
 

@@ -13,7 +13,7 @@ from fastapi import Header, Request, Response
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servicekit.counting import RequestCounter
+from servicekit.counting import UNKNOWN_TENANT, RequestCounter
 from servicekit.logs import REQUEST_CONTEXT
 from servicekit.problems import TENANT_HEADER, problem_response
 
@@ -52,7 +52,8 @@ class ModelResponse(Response):
 
 
 class RequestContextMiddleware:
-    """Binds request id and tenant id to the logs, counts tenant requests, refuses oversized bodies."""
+    """Binds request id and tenant id to the logs, counts tenant requests (servicekit.counting),
+    refuses oversized bodies."""
 
     def __init__(self, app: ASGIApp, *, counter: RequestCounter | None, max_body_bytes: int) -> None:
         self.app = app
@@ -82,9 +83,6 @@ class RequestContextMiddleware:
         context = REQUEST_CONTEXT.set(
             {"request_id": request_id, "tenant_id": str(tenant) if tenant else None}
         )
-        if tenant is not None and self.counter is not None:
-            self.counter.add(tenant)
-
         if length is not None and length.isdigit() and int(length) > self.max_body:
             await self._too_large(scope, receive, send, context)
             return
@@ -118,6 +116,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_request_id)
         finally:
             REQUEST_CONTEXT.reset(context)
+            # Counted once answered, unless the id named no tenant (set by the TenantNotFound handler).
+            if tenant is not None and self.counter is not None and UNKNOWN_TENANT not in scope:
+                self.counter.add(tenant)
 
     async def _too_large(
         self, scope: Scope, receive: Receive, send: Send, context: Token[Mapping[str, Any] | None]

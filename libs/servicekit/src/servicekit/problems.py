@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from tenantdb import PoolExhausted, TenantMoving, TenantNotFound, TenantUnavailable
 
 from servicekit import errors
+from servicekit.counting import mark_unknown_tenant
 from servicekit.validation import NO_NUL_PATTERN, is_nullable
 
 PROBLEM_JSON = "application/problem+json"
@@ -246,6 +247,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TenantNotFound)
     async def _unknown_tenant(request: Request, error: TenantNotFound) -> JSONResponse:
+        mark_unknown_tenant(request.scope)  # never counted as the tenant's request
         return problem_response(404, "Not Found", str(error), request)
 
     @app.exception_handler(TenantUnavailable)

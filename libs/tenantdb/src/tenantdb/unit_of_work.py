@@ -68,15 +68,27 @@ class UnitOfWork:
     A plain class rather than a generator-based context manager: this sits on every request's path.
     """
 
-    __slots__ = ("_db", "_done", "_driver", "connection", "placement", "readonly", "tenant_id")
+    __slots__ = (
+        "_db",
+        "_done",
+        "_driver",
+        "allow_suspended",
+        "connection",
+        "placement",
+        "readonly",
+        "tenant_id",
+    )
 
     placement: Placement
     connection: AsyncConnection
 
-    def __init__(self, db: TenantDB, tenant_id: uuid.UUID, readonly: bool) -> None:
+    def __init__(
+        self, db: TenantDB, tenant_id: uuid.UUID, readonly: bool, allow_suspended: bool = False
+    ) -> None:
         self._db = db
         self.tenant_id = tenant_id
         self.readonly = readonly
+        self.allow_suspended = allow_suspended
         self._driver: Any = None
         self._done = False
 
@@ -131,7 +143,9 @@ async def _rollback_or_invalidate(connection: AsyncConnection, driver: Any, *, f
                 await asyncio.wait_for(driver.execute("ROLLBACK"), _ROLLBACK_TIMEOUT)
             else:
                 await driver.execute("ROLLBACK")
-        if driver.is_closed() or not driver.is_in_transaction():
+        # A closed driver (the server went away) must not go back to the pool: without pre-ping the
+        # next checkout would get it again, and fail with "connection is closed" for ever.
+        if not driver.is_closed() and not driver.is_in_transaction():
             return
     except asyncio.CancelledError:
         raise  # never swallowed: the caller discards the connection (shielded) and re-raises
@@ -257,17 +271,23 @@ class TenantDB:
         """The tenant's placement; TenantNotFound / TenantUnavailable when there is none to use."""
         return _available(await self.directory.get(tenant_id))
 
-    def unit_of_work(self, tenant_id: uuid.UUID | str, *, readonly: bool = False) -> UnitOfWork:
+    def unit_of_work(
+        self, tenant_id: uuid.UUID | str, *, readonly: bool = False, allow_suspended: bool = False
+    ) -> UnitOfWork:
         """A transaction on the tenant's current placement: `async with tdb.unit_of_work(t) as uow`.
 
         Writes (the default) wait up to `write_wait_seconds` while a cutover holds the tenant, then run
         on the new placement, or fail with the retryable TenantMoving. Read-only units of work never
         wait, and PostgreSQL refuses any write inside them. A pool with no connection free within
         `pool_timeout_seconds` fails with the retryable PoolExhausted.
+
+        `allow_suspended=True` opens it for a suspended tenant too (a deleted one stays refused):
+        consumers applying events that already happened elsewhere, since a suspension can be undone
+        and a read model must not drift meanwhile.
         """
         if not isinstance(tenant_id, uuid.UUID):
             tenant_id = uuid.UUID(str(tenant_id))
-        return UnitOfWork(self, tenant_id, readonly)
+        return UnitOfWork(self, tenant_id, readonly, allow_suspended)
 
     async def _open(self, uow: UnitOfWork) -> None:
         """Check out a connection on the tenant's placement and begin its transaction (one round trip).
@@ -298,7 +318,9 @@ class TenantDB:
                             # The prober gave up (its own wait ran out): this write takes over.
                             probing = self._held[tenant_id] = _HeldTenant()
                         continue
-                placement = _available(await self.directory.get(tenant_id))
+                placement = await self.directory.get(tenant_id)
+                if not (uow.allow_suspended and placement.status == SUSPENDED_STATUS):
+                    _available(placement)
                 shared = placement.is_shared
                 connection = await _connect(
                     self.shared_engine if shared else self.engine_for(placement), placement
