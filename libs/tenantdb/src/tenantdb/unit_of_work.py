@@ -34,7 +34,7 @@ from tenantdb.directory import TenantDirectory
 from tenantdb.engines import DedicatedEngines, create_engine
 from tenantdb.errors import PlacementMisconfigured, PoolExhausted, TenantMoving, TenantUnavailable
 from tenantdb.metrics import ACQUIRE_SECONDS, FENCED, FENCED_WAIT_SECONDS, ROUTED
-from tenantdb.placement import AVAILABLE_STATUS, Placement, dedicated_url
+from tenantdb.placement import AVAILABLE_STATUS, SUSPENDED_STATUS, Placement, dedicated_url
 from tenantdb.settings import TenantDBSettings
 
 log = structlog.get_logger("tenantdb")
