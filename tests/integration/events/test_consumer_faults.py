@@ -40,7 +40,9 @@ from tenantschema.tables import order_products, products
 
 from tests.integration.orders.conftest import product_event
 from tests.support.apps import serve
+from tests.support.databases import role_url
 from tests.support.processes import IsolatedStack
+from tests.support.relay import relay_settings
 
 pytestmark = pytest.mark.slow
 
@@ -63,12 +65,13 @@ def _common(stack: IsolatedStack) -> dict[str, Any]:
         "shared_database_url": stack.env["SHARED_DATABASE_URL"],
         "kafka_bootstrap_servers": stack.kafka,
         "dedicated_password_secret": stack.env["DEDICATED_PASSWORD_SECRET"],
+        **relay_settings(stack.env),
     }
 
 
 async def _tenant(stack: IsolatedStack, kind: str = "shared") -> uuid.UUID:
     tenant_id = uuid.uuid4()
-    platform = await asyncpg.connect(stack.env["PLATFORM_DATABASE_URL"])
+    platform = await asyncpg.connect(role_url(stack.env, "tenancy"))  # tenants: tenancy writes them
     try:
         await platform.execute(
             "INSERT INTO tenants (id, name, subdomain) VALUES ($1, $2, $3)",

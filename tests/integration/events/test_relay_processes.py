@@ -25,6 +25,7 @@ from tenantschema.urls import asyncpg_url, libpq_url, with_database
 
 from tests.integration.events.conftest import RELAY_TEST_TOPIC
 from tests.integration.tenantdb.conftest import create_tenant, move_to_dedicated, retire_tenants
+from tests.support.databases import role_url
 from tests.support.kafka import Seen, watch
 
 pytestmark = pytest.mark.slow
@@ -103,7 +104,7 @@ async def dedicated_tenants(stack_env: dict[str, str], count: int) -> AsyncItera
 
     async def one() -> None:
         async with slots:
-            tenant = await create_tenant(stack_env["PLATFORM_DATABASE_URL"])
+            tenant = await create_tenant(role_url(stack_env, "tenancy"))
             made[tenant] = await move_to_dedicated(stack_env, tenant)
 
     try:

@@ -27,6 +27,7 @@ from tests.integration.orders.conftest import orders_settings
 from tests.integration.tenancy.conftest import tenancy_settings
 from tests.integration.tenantdb.conftest import create_tenant
 from tests.support import fuzz
+from tests.support.databases import role_url
 
 TENANT_HEADER = "X-Tenant-ID"
 BULK_ITEMS = 3  # at most, per generated bulk request
@@ -112,7 +113,7 @@ def _tenancy(stack_env: dict[str, str]) -> FuzzTarget:
 
 
 def _catalog(stack_env: dict[str, str]) -> FuzzTarget:
-    tenant_id = _run(create_tenant, stack_env["PLATFORM_DATABASE_URL"])
+    tenant_id = _run(create_tenant, role_url(stack_env, "tenancy"))
 
     def seed(session: requests.Session) -> fuzz.Prepare:
         category = _created(session.post("/v1/categories", json={"name": "C", "slug": "fuzz"}))
@@ -162,7 +163,7 @@ async def _add_products(
 
 
 def _orders(stack_env: dict[str, str]) -> FuzzTarget:
-    tenant_id = _run(create_tenant, stack_env["PLATFORM_DATABASE_URL"])
+    tenant_id = _run(create_tenant, role_url(stack_env, "tenancy"))
     # The cheapest and the dearest a product can be: generated quantities overflow the totals often.
     cheap, dear = uuid.uuid4(), uuid.uuid4()
     _run(_add_products, stack_env, tenant_id, {cheap: "0.01", dear: "99999999.99"})
