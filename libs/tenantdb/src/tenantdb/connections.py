@@ -182,25 +182,27 @@ class ConnectionCache:
         return connection
 
     async def _wait(self) -> _Handoff:
-        waiter: asyncio.Future[_Handoff] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[_Handoff] = loop.create_future()
         self._waiters.append(waiter)
         started = time.perf_counter()
+        # A timer on the future rather than asyncio.timeout(): no task cancellation on every wait.
+        timer = loop.call_later(self._timeout, _expire, waiter)
         try:
-            async with asyncio.timeout(self._timeout):
-                return await waiter
-        except TimeoutError:
-            if waiter.done() and not waiter.cancelled():
-                return waiter.result()  # handed at the deadline: use it
+            return await waiter
+        except _Expired:
             self._forget(waiter)
             raise sqlalchemy.exc.TimeoutError(
                 f"no connection free within {time.perf_counter() - started:.2f}s"
             ) from None
         except BaseException:  # cancelled: whatever was being handed over goes to the next in line
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._pass_on(waiter.result())
             else:
                 self._forget(waiter)
             raise
+        finally:
+            timer.cancel()
 
     def _forget(self, waiter: asyncio.Future[_Handoff]) -> None:
         waiter.cancel()
@@ -271,6 +273,15 @@ class ConnectionCache:
 
 
 _background: set[asyncio.Task[None]] = set()
+
+
+class _Expired(Exception):
+    """A waiter's pool timeout passed with nothing handed to it."""
+
+
+def _expire(waiter: asyncio.Future[_Handoff]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_Expired())
 
 
 def _driver(connection: AsyncConnection) -> Any:

@@ -300,6 +300,7 @@ class TenantDB:
         deadline = started + self.settings.write_wait_seconds
         waiting_since: float | None = None
         rerouted = False
+        reconnected = False  # retried once already after a dead connection
         backoff = _BACKOFF_FIRST
         probing: _HeldTenant | None = None  # set while this write probes the lock for its tenant
         try:
@@ -326,6 +327,12 @@ class TenantDB:
                 try:
                     await driver.execute(begin)
                 except asyncpg.PostgresError as error:
+                    if _broken(error, driver):
+                        await asyncio.shield(_discard_broken(cache, connection))
+                        if reconnected:
+                            raise
+                        reconnected = True
+                        continue
                     await asyncio.shield(_close_after_failure(cache, connection, driver))
                     if error.sqlstate not in (FENCED_SQLSTATE, LOCK_NOT_AVAILABLE):
                         raise
@@ -351,6 +358,17 @@ class TenantDB:
                     FENCED.labels("timeout").inc()
                     FENCED_WAIT_SECONDS.observe(now - waiting_since)
                     raise TenantMoving(tenant_id, now - started) from error
+                except Exception as error:
+                    if not _broken(error, driver):
+                        await asyncio.shield(_close_after_failure(cache, connection, driver))
+                        raise
+                    # The connection died while idle (terminated, network): the BEGIN did nothing,
+                    # so one retry on another connection is safe.
+                    await asyncio.shield(_discard_broken(cache, connection))
+                    if reconnected:
+                        raise
+                    reconnected = True
+                    continue
                 except BaseException:
                     await asyncio.shield(_close_after_failure(cache, connection, driver))
                     raise
@@ -412,6 +430,27 @@ async def _connect(cache: ConnectionCache, placement: Placement) -> AsyncConnect
         return await cache.acquire()
     except sqlalchemy.exc.TimeoutError:
         raise PoolExhausted(placement.tenant_type, time.perf_counter() - started) from None
+
+
+def _broken(error: Exception, driver: Any) -> bool:
+    """Whether an error means the connection itself is gone, not that the statement failed."""
+    if driver.is_closed() or isinstance(
+        error, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError
+    ):
+        return True
+    # Connection exceptions (08) and the server shutting the session down (57P01..57P03).
+    sqlstate = getattr(error, "sqlstate", None) or ""
+    return sqlstate.startswith(("08", "57P"))
+
+
+async def _discard_broken(cache: ConnectionCache, connection: AsyncConnection) -> None:
+    """Invalidated, so SQLAlchemy does not pool it either; its slot goes to the next waiter."""
+    try:
+        await connection.invalidate()
+    except Exception as error:
+        log.warning("invalidating a dead connection failed", error=repr(error))
+    finally:
+        await cache.discard(connection)
 
 
 def _available(placement: Placement) -> Placement:
