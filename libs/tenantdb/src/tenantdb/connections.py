@@ -49,14 +49,16 @@ class CachingQueuePool(AsyncAdaptedQueuePool):
     waiting = 0
 
     def _do_get(self) -> ConnectionPoolEntry:
-        cache = self.cache
-        if cache is not None and self._pool.empty() and self._overflow >= self._max_overflow:
-            cache.surrender_idle()  # runs in the checkout's greenlet: the close is synchronous
-        self.waiting += 1
-        try:
-            return super()._do_get()
-        finally:
-            self.waiting -= 1
+        if self._pool.empty() and self._overflow >= self._max_overflow:
+            if self.cache is not None:
+                self.cache.surrender_idle()  # runs in the checkout's greenlet: the close is synchronous
+            if self._pool.empty():  # still none: this checkout waits for a check-in
+                self.waiting += 1
+                try:
+                    return super()._do_get()
+                finally:
+                    self.waiting -= 1
+        return super()._do_get()
 
     def recreate(self) -> CachingQueuePool:
         pool = super().recreate()
