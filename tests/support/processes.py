@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 from devstack.services import database_env
+from devstack.stack import parse_env_file
 
 
 def free_port() -> int:
@@ -110,3 +111,87 @@ def isolated_kafka(stack_env: Mapping[str, str], state_dir: Path) -> Iterator[di
         yield env
     finally:
         devstack("down", env)
+
+
+# Variables of the session's stack that must not leak into an isolated one (they would make devstack
+# use the session's servers instead of starting its own).
+_STACK_VARIABLES = (
+    "ADMIN_DATABASE_URL",
+    "OWNER_DATABASE_URL",
+    "PLATFORM_DATABASE_URL",
+    "SHARED_DATABASE_URL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "DEDICATED_PASSWORD_SECRET",
+)
+
+
+class IsolatedStack:
+    """A PostgreSQL and a Kafka of a test's own (`devstack up` in a private folder, free ports), for
+    tests that stop servers: the session's stack and the apps other tests built never notice.
+    `stop_postgres`, `stop_kafka` and `start_again` go through devstack's own code; data survives a
+    stop (same folder, same credentials)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.kafka_port = free_port()
+        self.base = {
+            "DEVSTACK_DIR": str(state_dir),
+            "DEVSTACK_PG_PORT": str(free_port()),
+            "DEVSTACK_KAFKA_PORT": str(self.kafka_port),
+            "DEVSTACK_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "DEVSTACK_SERVICES": "none",
+        }
+        main_libs = Path(os.environ.get("DEVSTACK_DIR", ".devstack")) / "kafka" / "libs"
+        if main_libs.is_dir() and "DEVSTACK_KAFKA_LIBS" not in os.environ:
+            self.base["DEVSTACK_KAFKA_LIBS"] = str(main_libs.resolve())
+        self.env: dict[str, str] = {}  # its stack.env, once up
+
+    @property
+    def kafka(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    def _devstack(self, command: str, **extra: str) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in _STACK_VARIABLES}
+        done = subprocess.run(
+            [sys.executable, "-m", "devstack", command],
+            env={**env, **self.base, **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, f"devstack {command} failed:\n{done.stdout}\n{done.stderr}"
+
+    def up(self) -> None:
+        self._devstack("up")
+        self.env = parse_env_file(self.state_dir / "stack.env")
+
+    def down(self) -> None:
+        self._devstack("down")
+
+    def _stop(self, server: str) -> None:
+        """devstack's own stop of one server of this stack (PostgreSQL: pg_ctl fast shutdown;
+        Kafka: SIGTERM, as an orchestrator would)."""
+        module, cls = {"postgres": ("postgres", "LocalPostgres"), "kafka": ("kafka", "LocalKafka")}[server]
+        script = (
+            f"from devstack.config import load_config; from devstack.{module} import {cls}; "
+            f"assert {cls}(load_config()).stop()"
+        )
+        env = {k: v for k, v in os.environ.items() if k not in _STACK_VARIABLES}
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**env, **self.base},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"stopping {server} failed:\n{done.stdout}\n{done.stderr}"
+
+    def stop_postgres(self) -> None:
+        self._stop("postgres")
+
+    def stop_kafka(self) -> None:
+        self._stop("kafka")
+
+    def start_again(self) -> None:
+        """`devstack up`: starts what is stopped, waits until it answers (Kafka: topics in place)."""
+        self._devstack("up")

@@ -13,6 +13,7 @@ from devstack.config import load_config
 from devstack.credentials import SERVICE_ROLES, Credentials
 from devstack.errors import DevstackError
 from devstack.postgres import SERVICE_DATABASE_KEYS, PgUrl, database_urls, redact
+from devstack.services import database_env
 from devstack.stack import STACK_KEYS, read_stack_env, write_stack_env
 
 from bench import Measure
@@ -111,3 +112,18 @@ def test_bench_lines_follow_the_contract() -> None:
     line = json.loads(Measure("tenantdb.example", 2.0, "ms", baseline=4.0).json_line())
     assert line == {"bench": "tenantdb.example", "value": 2.0, "unit": "ms", "baseline": 4.0, "ratio": 0.5}
     assert json.loads(Measure("usage.x", 1.0, "s").json_line())["ratio"] is None
+
+
+def test_each_service_process_gets_its_own_roles_urls() -> None:
+    env = {
+        "PLATFORM_DATABASE_URL": "postgresql://app_user:a@db/platform",
+        "SHARED_DATABASE_URL": "postgresql://app_user:a@db/shared",
+        "CATALOG_PLATFORM_DATABASE_URL": "postgresql://catalog_service:c@db/platform",
+        "CATALOG_SHARED_DATABASE_URL": "postgresql://catalog_service:c@db/shared",
+    }
+    assert database_env("catalog", env) == {
+        "PLATFORM_DATABASE_URL": "postgresql://catalog_service:c@db/platform",
+        "SHARED_DATABASE_URL": "postgresql://catalog_service:c@db/shared",
+    }
+    assert database_env("orders", env) == {}  # no URLs of its own: it keeps what it was given
+    assert database_env("bench_app", env) == {}  # not a service with a role

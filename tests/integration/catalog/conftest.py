@@ -26,6 +26,7 @@ from tests.integration.tenantdb.conftest import Kind, create_tenant, dedicated_s
 from tests.support.apps import serve
 from tests.support.databases import role_settings, role_url
 from tests.support.kafka import tail
+from tests.support.relay import relay_settings
 
 TENANT_HEADER = "X-Tenant-ID"
 
@@ -35,6 +36,7 @@ def catalog_settings(stack_env: dict[str, str], **overrides: Any) -> CatalogSett
         **role_settings(stack_env, "catalog"),
         "kafka_bootstrap_servers": stack_env["KAFKA_BOOTSTRAP_SERVERS"],
         "dedicated_password_secret": dedicated_secret(),
+        **relay_settings(stack_env),
     }
     return CatalogSettings(**(values | overrides))
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from events import topics
 from events.envelope import Envelope
 from events.models import ProductData
@@ -33,6 +33,7 @@ from tests.integration.tenantdb.conftest import Kind, MakeTenant, dedicated_secr
 from tests.support.apps import serve
 from tests.support.databases import role_settings
 from tests.support.kafka import tail
+from tests.support.relay import relay_settings
 
 TENANT_HEADER = "X-Tenant-ID"
 PLACEMENTS: tuple[Kind, ...] = ("shared", "dedicated")
@@ -44,6 +45,7 @@ def orders_settings(stack_env: dict[str, str], **overrides: Any) -> OrdersSettin
         **role_settings(stack_env, "orders"),
         "kafka_bootstrap_servers": stack_env["KAFKA_BOOTSTRAP_SERVERS"],
         "dedicated_password_secret": dedicated_secret(),
+        **relay_settings(stack_env),
     }
     return OrdersSettings(**(values | overrides))
 
@@ -84,9 +86,27 @@ class OrdersApp:
         return tdb
 
 
+async def fresh_group_at_end(bootstrap: str, topic: str) -> str:
+    """A consumer group of the session's own whose offsets start at the topic's end: the session app
+    neither chews through what earlier tests (or earlier sessions) left on the topic, nor shares its
+    partitions with other apps in the default group."""
+    group = f"orders.products.test-{uuid.uuid4().hex[:12]}"
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(topics.PARTITIONS)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in ends.items()})
+    finally:
+        await consumer.stop()
+    return group
+
+
 @pytest.fixture(scope="session")
 async def orders_app(stack_env: dict[str, str], make_tenant: MakeTenant) -> AsyncIterator[OrdersApp]:
-    app = create_app(orders_settings(stack_env))
+    group = await fresh_group_at_end(stack_env["KAFKA_BOOTSTRAP_SERVERS"], topics.PRODUCTS)
+    app = create_app(orders_settings(stack_env, products_group_id=group))
     async with serve(app) as client:
         yield OrdersApp(app, client, stack_env["KAFKA_BOOTSTRAP_SERVERS"])
 

@@ -1,14 +1,16 @@
 """Every connection of the orders service names itself in pg_stat_activity (CONTRACT.md §2): `orders`
-for requests, `orders:relay` for the outbox relay, `orders:consumers` for the product consumer, all as
-the orders service's own role."""
+for requests, `orders:consumers` for the product consumer, as the orders service's own role;
+`orders:relay` for the outbox relay, as the relay's role."""
 
 from __future__ import annotations
+
+from tenantschema.outbox_ddl import RELAY_ROLE
 
 from tests.integration.orders.conftest import OrdersApp, ProductFeed, product_event
 from tests.integration.tenantdb.conftest import MakeTenant
 from tests.support.databases import wait_for_connection_names
 
-EXPECTED = {"orders", "orders:relay", "orders:consumers"}
+EXPECTED = {"orders", "orders:consumers"}
 
 
 async def test_connections_carry_the_service_and_worker_names(
@@ -20,3 +22,8 @@ async def test_connections_carry_the_service_and_worker_names(
     assert response.status_code == 200  # a request connection
     names = await wait_for_connection_names(stack_env["ADMIN_DATABASE_URL"], "orders_service", EXPECTED)
     assert names == EXPECTED
+    # The relay logs in as its own role (outbox_relay), shared by every process's relay.
+    relay_names = await wait_for_connection_names(
+        stack_env["ADMIN_DATABASE_URL"], RELAY_ROLE, {"orders:relay"}, exactly=False
+    )
+    assert "orders:relay" in relay_names

@@ -8,10 +8,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from events import topics
 from events.envelope import Envelope
 from events.models import ProductData
+from sqlalchemy import select
+from tenantschema.tables import order_products
 
 from tests.integration.orders.conftest import (
     Kind,
@@ -126,25 +129,53 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_goes_on(
         not_json = (await dead.wait_for(lambda r: r.value == b"not json" and r.key == key))[0]
         headers = {k: v.decode() for k, v in not_json.headers}
         assert headers["x-dlq-error"].startswith("ValidationError")
+        assert headers["x-dlq-error-kind"] == "invalid"
         assert headers["x-dlq-original-topic"] == topics.PRODUCTS
-        assert headers["x-dlq-attempts"] == "3"
+        assert headers["x-dlq-group"] == orders_app.app.state.settings.products_group_id
+        assert headers["x-dlq-attempts"] == "1"  # wrong bytes stay wrong: no retries
+        assert int(headers["x-dlq-partition"]) in range(topics.PARTITIONS)
+        assert int(headers["x-dlq-offset"]) >= 0
+        assert "x-dlq-event-id" not in headers
         invalid = (await dead.wait_for(lambda r: r.value == bad_data.to_json()))[0]
-        assert dict(invalid.headers)["x-dlq-error"].startswith(b"ValidationError")
+        invalid_headers = {k: v.decode() for k, v in invalid.headers}
+        assert invalid_headers["x-dlq-error"].startswith("InvalidEvent")
+        assert invalid_headers["x-dlq-event-id"] == str(bad_data.event_id)
+        assert invalid_headers["x-dlq-partition"] == headers["x-dlq-partition"]  # one tenant, one partition
+        assert int(invalid_headers["x-dlq-offset"]) > int(headers["x-dlq-offset"])
 
         # The event after them is still consumed.
         await feed.wait_applied(after)
     assert await feed.processed(tenant_id) == 1
 
 
-async def test_events_of_unusable_tenants_are_skipped_not_dead_lettered(
+async def test_suspended_tenants_events_are_applied_unknown_tenants_dead_lettered(
     placement: Kind, make_tenant: MakeTenant, feed: ProductFeed, orders_app: OrdersApp
 ) -> None:
+    """A suspension can be undone: the read model must not drift meanwhile. An event of a tenant
+    that does not exist fails the same way every time: dead-lettered after the retries."""
     tenant_id = await make_tenant(placement)
-    suspended = await make_tenant("shared", status="suspended")
+    suspended = await make_tenant(placement, status="suspended")
     unknown = product_event(uuid.uuid4())
-    unusable = product_event(suspended)
+    of_suspended = product_event(suspended)
     sentinel = product_event(tenant_id)
     async with records(orders_app.kafka, topics.dlq(topics.PRODUCTS)) as dead:
-        await feed.publish(unknown, unusable, sentinel, partition=2)
+        await feed.publish(unknown, of_suspended, sentinel, partition=2)
         await feed.wait_applied(sentinel)
-        assert not [r for r in dead.records if r.value in (unknown.to_json(), unusable.to_json())]
+        [letter] = await dead.wait_for(lambda r: r.value == unknown.to_json())
+        assert not [r for r in dead.records if r.value == of_suspended.to_json()]
+    headers = {k: v.decode() for k, v in letter.headers}
+    assert headers["x-dlq-error"].startswith("TenantNotFound")
+    assert headers["x-dlq-error-kind"] == "error"
+    assert headers["x-dlq-attempts"] == "5"
+    assert headers["x-dlq-event-id"] == str(unknown.event_id)
+    assert headers["x-dlq-partition"] == "2"
+    row = await _stored_while_suspended(
+        feed, suspended, ProductData.model_validate(of_suspended.data).product_id
+    )
+    assert row is not None
+
+
+async def _stored_while_suspended(feed: ProductFeed, tenant_id: uuid.UUID, product_id: uuid.UUID) -> Any:
+    async with feed.tdb.unit_of_work(tenant_id, readonly=True, allow_suspended=True) as uow:
+        query = select(order_products).where(order_products.c.id == product_id)
+        return (await uow.connection.execute(query)).first()

@@ -21,11 +21,12 @@ from tenantschema.urls import asyncpg_url
 from tests.support.databases import FreshDatabase
 
 HEADS: dict[History, str] = {
-    "platform": "platform_0003_roles",
-    "shared": "shared_0004_roles",
-    "dedicated": "dedicated_0003",
+    "platform": "platform_0004_roles",
+    "shared": "shared_0005_roles",
+    "dedicated": "dedicated_0004_relay",
 }
 SERVICE_TABLES = {"processed_events", "order_products", "sequences", "idempotency_keys"}
+RELAY_TABLES = {"outbox_leases", "outbox_relays"}  # and, in the platform database, outbox_sweeps
 
 EXPECTED_TABLES: dict[History, set[str]] = {
     "platform": {
@@ -35,6 +36,8 @@ EXPECTED_TABLES: dict[History, set[str]] = {
         "tenant_migrations",
         "outbox",
         "inbox",
+        *RELAY_TABLES,
+        "outbox_sweeps",
     },
     "shared": {
         "products",
@@ -47,6 +50,7 @@ EXPECTED_TABLES: dict[History, set[str]] = {
         "orders_part_3",
         "tenant_fences",
         "outbox",
+        *RELAY_TABLES,
         *SERVICE_TABLES,
     },
     "dedicated": {
@@ -56,6 +60,7 @@ EXPECTED_TABLES: dict[History, set[str]] = {
         "orders",
         "tenant_fences",
         "outbox",
+        *RELAY_TABLES,
         *SERVICE_TABLES,
     },
 }
@@ -125,6 +130,8 @@ async def test_head_matches_the_declared_tables(history: History, fresh_database
         "tenant_fences",
         "outbox",
         "inbox",
+        *RELAY_TABLES,
+        "outbox_sweeps",
     }
     assert [
         d
@@ -171,7 +178,7 @@ async def test_tenant_indexes_are_the_seeds(history: History, fresh_database: Fr
     finally:
         await connection.close()
     names = {row["indexname"] for row in rows}
-    outbox = {"idx_outbox_unpublished", "idx_outbox_tenant_unpublished"}
+    outbox = {"idx_outbox_unpublished", "idx_outbox_partition_unsent", "idx_outbox_backing_off"}
     assert names == SEED_INDEXES[history] | ADDED_INDEXES[history] | outbox
     definitions = {row["indexname"]: row["indexdef"] for row in rows}
     if history == "shared":

@@ -40,6 +40,17 @@ class Statement:
 
 
 REFUSED: tuple[Statement, ...] = (
+    # The outbox relay's functions return every tenant's events: the relay's role alone runs them.
+    *(
+        Statement(ALL, database, sql, "only the outbox relay claims and settles outbox rows")
+        for database in ("platform", "shared")
+        for sql in (
+            "SELECT * FROM outbox_claim('audit', 10, 30, false)",
+            "SELECT outbox_settle('audit', '{{}}', '{{}}', '{{}}', NULL, '{{}}', '{{}}')",
+            "SELECT * FROM outbox_backlog()",
+            "SELECT * FROM outbox",
+        )
+    ),
     # The routing directory: only tenancy writes it, nobody deletes from it (deletes are soft).
     Statement(
         all_but("tenancy"),
@@ -344,10 +355,6 @@ async def test_each_role_is_powerless_owns_nothing_and_carries_its_timeouts(
             await connection.close()
 
 
-# The outbox relay's claim/settle functions move to the relay's own role in the relay engineer's
-# revisions; until those are merged, app_user (and so every service role) may still execute them.
-# Delete this set at that merge: the test then requires that no service role can run them.
-PENDING_RELAY_REVISION = frozenset({"outbox_claim", "outbox_published", "outbox_retry", "outbox_prune"})
 # SECURITY DEFINER functions a service role may execute: they return no tenant rows.
 DEFINER_FUNCTIONS_ALLOWED = frozenset({"tenantdb_enter"})
 
@@ -367,5 +374,5 @@ async def test_no_security_definer_function_beyond_the_fence_check(
         finally:
             await connection.close()
         executable = {row["proname"] for row in rows}
-        unexpected = executable - DEFINER_FUNCTIONS_ALLOWED - PENDING_RELAY_REVISION
+        unexpected = executable - DEFINER_FUNCTIONS_ALLOWED
         assert not unexpected, f"{service} may execute SECURITY DEFINER {sorted(unexpected)} on {database}"

@@ -10,6 +10,7 @@ from tenancy.settings import TenancySettings
 
 from tests.support.apps import serve
 from tests.support.databases import role_settings
+from tests.support.relay import relay_settings
 
 BASE_DOMAIN = "shops.test"
 
@@ -19,6 +20,7 @@ def tenancy_settings(stack_env: dict[str, str], **overrides: Any) -> TenancySett
         **role_settings(stack_env, "tenancy"),
         "kafka_bootstrap_servers": stack_env["KAFKA_BOOTSTRAP_SERVERS"],
         "base_domain": BASE_DOMAIN,
+        **relay_settings(stack_env),
     }
     return TenancySettings(**(values | overrides))
 

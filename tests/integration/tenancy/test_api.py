@@ -205,7 +205,7 @@ async def test_health_readiness_metrics_docs(tenancy: httpx.AsyncClient) -> None
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"database": "ok", "kafka": "ok"}
     metrics = await tenancy.get("/metrics")
-    assert "outbox_events_published_total" in metrics.text
+    assert "outbox_sends_total" in metrics.text
     assert (await tenancy.get("/docs")).status_code == 200
     assert "/v1/tenants" in (await tenancy.get("/openapi.json")).json()["paths"]
     asyncapi = (await tenancy.get("/asyncapi.json")).json()

@@ -29,7 +29,7 @@ from tenantschema import roles
 
 from devstack import procs
 from devstack.config import HOST, PG_BIN_ENV, PG_PORT_ENV, Config
-from devstack.credentials import APP_ROLE, OWNER_ROLE, SUPERUSER, Credentials
+from devstack.credentials import APP_ROLE, OWNER_ROLE, RELAY_ROLE, SUPERUSER, Credentials
 from devstack.errors import DevstackError
 
 log = logging.getLogger("devstack")
@@ -56,6 +56,8 @@ def service_url_keys(role: roles.ServiceRole) -> tuple[str, str]:
 SERVICE_DATABASE_KEYS: tuple[str, ...] = tuple(
     key for r in roles.SERVICE_ROLES for key in service_url_keys(r)
 )
+RELAY_ATTRS = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT"
+RELAY_KEYS = ("RELAY_PLATFORM_DATABASE_URL", "RELAY_SHARED_DATABASE_URL")
 
 
 # ---------------------------------------------------------------------------------------------- URLs
@@ -136,6 +138,20 @@ def database_urls(admin_url: str, credentials: Credentials, overrides: dict[str,
     for key, value in urls.items():
         PgUrl.parse(value, name=key)
     return urls
+
+
+def relay_urls(urls: dict[str, str], credentials: Credentials, overrides: dict[str, str]) -> dict[str, str]:
+    """The outbox relay's URLs: the platform and shared databases, as its own role (unless overridden)."""
+    relay_password = credentials.password(RELAY_ROLE)
+    derived = {
+        "RELAY_PLATFORM_DATABASE_URL": PgUrl.parse(urls["PLATFORM_DATABASE_URL"]).with_user(
+            RELAY_ROLE, relay_password
+        ),
+        "RELAY_SHARED_DATABASE_URL": PgUrl.parse(urls["SHARED_DATABASE_URL"]).with_user(
+            RELAY_ROLE, relay_password
+        ),
+    }
+    return {key: overrides.get(key) or url.render() for key, url in derived.items()}
 
 
 # ---------------------------------------------------------------------------------------- binaries
@@ -590,6 +606,28 @@ async def bootstrap(urls: dict[str, str]) -> str:
     for database in dict.fromkeys(app.database for app in apps):
         await _prepare_schema(admin.with_database(database).render(), owner.user, app_roles)
     return version
+
+
+async def bootstrap_relay(urls: dict[str, str]) -> None:
+    """The relay's login role, allowed to connect to the platform and shared databases; what it may
+    execute there is granted by the migrations (tenantschema.outbox_ddl), and on dedicated databases by
+    their history too. Bounded statements: a claim or settle never takes long."""
+    admin = PgUrl.parse(urls["ADMIN_DATABASE_URL"], name="ADMIN_DATABASE_URL")
+    relays = [PgUrl.parse(urls[key], name=key) for key in RELAY_KEYS]
+    async with _connect(admin.render()) as conn:
+        for relay in {r.user: r for r in relays}.values():
+            await _ensure_role(conn, relay.user, relay.password, RELAY_ATTRS)
+            ident = await _quote_ident(conn, relay.user)
+            await conn.execute(f"ALTER ROLE {ident} SET statement_timeout = '30s'")
+            await conn.execute(f"ALTER ROLE {ident} SET idle_in_transaction_session_timeout = '60s'")
+            # The relay only writes bookkeeping (leases, settled states): a settle lost in a crash means
+            # the events are sent again (at least once), so its commits need not wait for the disk.
+            await conn.execute(f"ALTER ROLE {ident} SET synchronous_commit = off")
+        for relay in relays:
+            database = await _quote_ident(conn, relay.database)
+            await conn.execute(
+                f"GRANT CONNECT ON DATABASE {database} TO {await _quote_ident(conn, relay.user)}"
+            )
 
 
 def _schema_fingerprint() -> str | None:

@@ -34,6 +34,7 @@ DATABASE_KEYS = (
 SERVICE_KEYS = tuple(services.SERVICE_PORTS)
 STACK_KEYS: tuple[str, ...] = (
     *DATABASE_KEYS,
+    *postgres.RELAY_KEYS,
     "KAFKA_BOOTSTRAP_SERVERS",
     "DEDICATED_PASSWORD_SECRET",
     *SERVICE_KEYS,
@@ -225,6 +226,7 @@ def _up_locked(
         else:
             admin_url = overrides["ADMIN_DATABASE_URL"]
         urls = postgres.database_urls(admin_url, creds, overrides)
+        urls |= postgres.relay_urls(urls, creds, overrides)
         pg_version = asyncio.run(_postgres_phase(urls, pg))
         migrated = False
         if config.skip_migrations:
@@ -278,6 +280,7 @@ async def _postgres_phase(urls: dict[str, str], pg: LocalPostgres | None) -> str
     log_file = pg.config.pg_log if pg is not None else None
     version = await postgres.wait_ready(urls["ADMIN_DATABASE_URL"], pid=pid, log_file=log_file)
     await postgres.bootstrap(urls)
+    await postgres.bootstrap_relay(urls)
     return version
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -23,21 +22,21 @@ from typing import Generic, TypeVar
 import uvicorn
 from events.dead_letter import DeadLetter
 from events.envelope import Envelope
-from events.relay import OutboxRelay, Source
+from events.relay import OutboxRelay
 from fastapi import APIRouter, FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from sqlalchemy import text
 from tenantdb import TenantDB
-from tenantdb.placement import Placement
 
 from servicekit.counting import RequestCounter
 from servicekit.health import Check, database_check, health_router, kafka_check
 from servicekit.http import RequestContextMiddleware
+from servicekit.kafka import KafkaConnection
 from servicekit.logs import configure_logging
 from servicekit.metrics import REDMetricsMiddleware
 from servicekit.platform import PLATFORM_SOURCE, PlatformDB
 from servicekit.problems import install_problem_handlers
+from servicekit.relay import platform_outbox_relay, tenant_outbox_relay
 from servicekit.settings import ServiceSettings
 
 Hook = Callable[[], Awaitable[None]]
@@ -46,15 +45,16 @@ U = TypeVar("U")
 
 
 def build_broker(bootstrap_servers: str, *, service: str) -> KafkaBroker:
-    """Idempotent acks=all producer; offsets committed after the handler (and its transaction)
-    finished; failures retried with backoff, then dead-lettered (events.dead_letter)."""
+    """Idempotent acks=all producer; offsets committed only after the handler (and its transaction)
+    finished or the message is in `<topic>.dlq`; transient failures hold the partition and are retried
+    for as long as they last, permanent ones dead-lettered (events.dead_letter)."""
     return KafkaBroker(
         bootstrap_servers,
         client_id=service,
         acks="all",
         enable_idempotence=True,
         ack_policy=AckPolicy.ACK,
-        middlewares=[DeadLetter.configure(attempts=3, backoff=0.2)],
+        middlewares=[DeadLetter.configure(attempts=5, backoff=0.2, max_backoff=5.0)],
     )
 
 
@@ -111,9 +111,7 @@ def create_tenant_service(
     broker = build_broker(settings.kafka_bootstrap_servers, service=settings.service_name)
     _declare(broker, publishes)
     relay = (
-        tenant_outbox_relay(
-            tdb, settings.kafka_bootstrap_servers, sweep_interval=settings.outbox_sweep_interval_seconds
-        )
+        tenant_outbox_relay(tdb, settings)  # its own role and engines (servicekit.relay)
         if settings.outbox_relay_enabled
         else None
     )
@@ -160,11 +158,7 @@ def create_platform_service(
     _declare(broker, publishes)
     relay: OutboxRelay | None = None
     if settings.outbox_relay_enabled:
-        platform_relay = OutboxRelay(
-            settings.kafka_bootstrap_servers,
-            _fixed_sources([Source(PLATFORM_SOURCE, db.engine)]),
-            sweep_interval=settings.outbox_sweep_interval_seconds,
-        )
+        platform_relay = platform_outbox_relay(settings)  # its own role and engine (servicekit.relay)
         db.on_commit(lambda: platform_relay.notify(PLATFORM_SOURCE))
         relay = platform_relay
     service = PlatformService(settings, db, broker, relay, usecases(db))
@@ -210,13 +204,6 @@ def _declare(broker: KafkaBroker, publishes: Sequence[Publication]) -> None:
         )
 
 
-def _fixed_sources(sources: list[Source]) -> Callable[[], Awaitable[list[Source]]]:
-    async def listed() -> list[Source]:
-        return sources
-
-    return listed
-
-
 def _assemble(
     settings: ServiceSettings,
     *,
@@ -234,7 +221,9 @@ def _assemble(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await broker.start()
+        # Kafka away must not keep the service from serving: the broker connects in the background.
+        kafka = KafkaConnection(broker)
+        await kafka.start()
         if relay is not None:
             await relay.start()
         if counter is not None:
@@ -249,7 +238,7 @@ def _assemble(
                 await counter.stop()  # flushes the last window while the broker is up
             if relay is not None:
                 await relay.stop()
-            await broker.stop()
+            await kafka.stop()
             for hook in on_shutdown:
                 await hook()
 
@@ -265,55 +254,3 @@ def _assemble(
     app.state.relay = relay
     app.state.counter = counter
     return app
-
-
-_DEDICATED = text(
-    "SELECT id, database_name, placement_epoch FROM tenants "
-    "WHERE tenant_type = 'dedicated' AND database_name IS NOT NULL AND status <> 'deleted'"
-)
-
-
-SHARED_SOURCE = "shared"
-
-
-def tenant_outbox_relay(tdb: TenantDB, bootstrap_servers: str, *, sweep_interval: float) -> OutboxRelay:
-    """The relay of a tenant service: its sources are the shared and the dedicated databases, and every
-    committed unit of work wakes it for its own database (services need not remember to)."""
-    # The relay's connections are its own ("<service>:relay" in pg_stat_activity), off the request pool.
-    sources = tenant_outbox_sources(tdb.for_worker("relay"))
-    relay = OutboxRelay(bootstrap_servers, sources, sweep_interval=sweep_interval)
-    tdb.on_commit(lambda placement: relay.notify(_source_name(placement)))
-    return relay
-
-
-def _source_name(placement: Placement) -> str:
-    return SHARED_SOURCE if placement.is_shared else str(placement.database_name)
-
-
-def tenant_outbox_sources(
-    tdb: TenantDB, *, refresh_seconds: float = 5.0
-) -> Callable[[], Awaitable[list[Source]]]:
-    """The shared database and every dedicated one: where tenant services' outboxes live.
-
-    Re-listed every `refresh_seconds`, and at once when the directory saw a placement change (a move,
-    or a dedicated tenant it had not seen), so a moved tenant's first events do not wait."""
-    cached: list[Source] = []
-    fetched_at = 0.0
-    generation = -1
-
-    async def sources() -> list[Source]:
-        nonlocal cached, fetched_at, generation
-        stale = time.monotonic() - fetched_at > refresh_seconds or generation != tdb.directory.generation
-        if stale:
-            generation = tdb.directory.generation
-            async with tdb.platform_engine.connect() as connection:
-                rows = (await connection.execute(_DEDICATED)).all()
-            dedicated = []
-            for row in rows:
-                placement = Placement(row.id, "dedicated", row.database_name, "active", row.placement_epoch)
-                dedicated.append(Source(row.database_name, tdb.engine_for(placement)))
-            cached = [Source(SHARED_SOURCE, tdb.shared_engine), *dedicated]
-            fetched_at = time.monotonic()
-        return cached
-
-    return sources

@@ -4,15 +4,16 @@ and request counting (pure ASGI: BaseHTTPMiddleware would cost every request a t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+from collections.abc import Callable, Mapping
+from contextvars import Token
+from typing import Annotated, Any, TypeVar
 
 import structlog
 from fastapi import Header, Request, Response
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servicekit.counting import RequestCounter
+from servicekit.counting import UNKNOWN_TENANT, RequestCounter
 from servicekit.logs import REQUEST_CONTEXT
 from servicekit.problems import TENANT_HEADER, problem_response
 
@@ -51,7 +52,8 @@ class ModelResponse(Response):
 
 
 class RequestContextMiddleware:
-    """Binds request id and tenant id to the logs, counts tenant requests, refuses oversized bodies."""
+    """Binds request id and tenant id to the logs, counts tenant requests (servicekit.counting),
+    refuses oversized bodies."""
 
     def __init__(self, app: ASGIApp, *, counter: RequestCounter | None, max_body_bytes: int) -> None:
         self.app = app
@@ -81,31 +83,28 @@ class RequestContextMiddleware:
         context = REQUEST_CONTEXT.set(
             {"request_id": request_id, "tenant_id": str(tenant) if tenant else None}
         )
-        if tenant is not None and self.counter is not None:
-            self.counter.add(tenant)
-
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            response = problem_response(
-                413, "Payload Too Large", f"the request body exceeds {self.max_body} bytes"
-            )
-            try:
-                await response(scope, receive, send)
-            finally:
-                REQUEST_CONTEXT.reset(context)
+            await self._too_large(scope, receive, send, context)
             return
-
-        received = 0
-        too_large = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, too_large
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+        if length is None and scope["method"] not in _BODYLESS:
+            # No Content-Length (chunked): read the body here, at most one byte past the limit, so an
+            # oversized one is a 413 before the app sees it (the app would read a truncated body and
+            # answer 400). Within the limit it is replayed to the app unchanged.
+            chunks: list[bytes] = []
+            received = 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break  # the client went away: nothing to answer
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > self.max_body:
-                    too_large = True
-                    return {"type": "http.disconnect"}
-            return message
+                    await self._too_large(scope, receive, send, context)
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            receive = _replay(b"".join(chunks), receive)
 
         async def send_with_request_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -114,8 +113,38 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive if length is None else receive, send_with_request_id)
+            await self.app(scope, receive, send_with_request_id)
         finally:
             REQUEST_CONTEXT.reset(context)
-        if too_large:
-            structlog.get_logger().warning("request body over the limit", limit=self.max_body)
+            # Counted once answered, unless the id named no tenant (set by the TenantNotFound handler).
+            if tenant is not None and self.counter is not None and UNKNOWN_TENANT not in scope:
+                self.counter.add(tenant)
+
+    async def _too_large(
+        self, scope: Scope, receive: Receive, send: Send, context: Token[Mapping[str, Any] | None]
+    ) -> None:
+        structlog.get_logger().warning("request body over the limit", limit=self.max_body)
+        response = problem_response(
+            413, "Payload Too Large", f"the request body exceeds {self.max_body} bytes"
+        )
+        try:
+            await response(scope, receive, send)
+        finally:
+            REQUEST_CONTEXT.reset(context)
+
+
+_BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands out `body` once, then defers to the real one (for the disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed

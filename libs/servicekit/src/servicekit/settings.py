@@ -30,6 +30,10 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str
     dedicated_password_secret: SecretStr | None = None
     dedicated_database_url_template: str | None = None
+    # The outbox relay's own role (the only one allowed to claim and settle outbox rows); its
+    # dedicated URLs are the dedicated ones with this user and password (servicekit.relay).
+    relay_platform_database_url: str | None = None
+    relay_shared_database_url: str | None = None
 
     # Requests with a larger body are refused with 413 before they are read.
     max_body_bytes: int = 2 * 1024 * 1024
@@ -38,13 +42,21 @@ class ServiceSettings(BaseSettings):
     # A commit wakes the relay for its own database at once; every database is swept this often for
     # what a crashed process or another writer left behind.
     outbox_sweep_interval_seconds: float = 1.0
+    # A dedicated database nobody committed to is swept for leftovers about this often, by one relay
+    # of all (the platform database hands the round out).
+    outbox_leftover_interval_seconds: float = 30.0
     # How often per-tenant request counts are published (usage.requests.v1).
     request_count_window_seconds: float = 1.0
 
-    @field_validator("platform_database_url", "shared_database_url")
+    @field_validator(
+        "platform_database_url",
+        "shared_database_url",
+        "relay_platform_database_url",
+        "relay_shared_database_url",
+    )
     @classmethod
-    def _postgres(cls, value: str) -> str:
-        if make_url(value).get_backend_name() != "postgresql":
+    def _postgres(cls, value: str | None) -> str | None:
+        if value is not None and make_url(value).get_backend_name() != "postgresql":
             raise ValueError("must be a postgresql:// URL")
         return value
 

@@ -14,6 +14,7 @@ from tenantdb.errors import PlacementMisconfigured
 
 TenantType = Literal["shared", "dedicated"]
 AVAILABLE_STATUS = "active"
+SUSPENDED_STATUS = "suspended"  # refused to requests; consumers may still apply events (allow_suspended)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import uuid
 import asyncpg
 from sqlalchemy.engine import make_url
 from tenantschema import migrations
+from tenantschema.outbox_ddl import RELAY_ROLE
 from tenantschema.render import quote_ident
 from tenantschema.urls import libpq_url, with_database
 
@@ -36,6 +37,8 @@ async def provision_dedicated(admin_url: str, owner_url: str, tenant_id: uuid.UU
             await admin.execute(f"CREATE DATABASE {role} OWNER {quote_ident(owner)}")
         await admin.execute(f"REVOKE ALL ON DATABASE {role} FROM PUBLIC")
         await admin.execute(f"GRANT CONNECT ON DATABASE {role} TO {role}")
+        # The outbox relay drains every dedicated outbox as its own role (EXECUTE granted by the history).
+        await admin.execute(f"GRANT CONNECT ON DATABASE {role} TO {quote_ident(RELAY_ROLE)}")
     finally:
         await admin.close()
 

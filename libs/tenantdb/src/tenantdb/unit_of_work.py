@@ -35,7 +35,7 @@ from tenantdb.directory import TenantDirectory
 from tenantdb.engines import DedicatedEngines, connection_cache, create_engine
 from tenantdb.errors import PlacementMisconfigured, PoolExhausted, TenantMoving, TenantUnavailable
 from tenantdb.metrics import ACQUIRE_SECONDS, FENCED, FENCED_WAIT_SECONDS, ROUTED
-from tenantdb.placement import AVAILABLE_STATUS, Placement, dedicated_url
+from tenantdb.placement import AVAILABLE_STATUS, SUSPENDED_STATUS, Placement, dedicated_url
 from tenantdb.settings import TenantDBSettings
 
 log = structlog.get_logger("tenantdb")
@@ -69,16 +69,29 @@ class UnitOfWork:
     A plain class rather than a generator-based context manager: this sits on every request's path.
     """
 
-    __slots__ = ("_cache", "_db", "_done", "_driver", "connection", "placement", "readonly", "tenant_id")
+    __slots__ = (
+        "_cache",
+        "_db",
+        "_done",
+        "_driver",
+        "allow_suspended",
+        "connection",
+        "placement",
+        "readonly",
+        "tenant_id",
+    )
 
     placement: Placement
     connection: AsyncConnection
     _cache: ConnectionCache
 
-    def __init__(self, db: TenantDB, tenant_id: uuid.UUID, readonly: bool) -> None:
+    def __init__(
+        self, db: TenantDB, tenant_id: uuid.UUID, readonly: bool, allow_suspended: bool = False
+    ) -> None:
         self._db = db
         self.tenant_id = tenant_id
         self.readonly = readonly
+        self.allow_suspended = allow_suspended
         self._driver: Any = None
         self._done = False
 
@@ -272,17 +285,23 @@ class TenantDB:
         """The tenant's placement; TenantNotFound / TenantUnavailable when there is none to use."""
         return _available(await self.directory.get(tenant_id))
 
-    def unit_of_work(self, tenant_id: uuid.UUID | str, *, readonly: bool = False) -> UnitOfWork:
+    def unit_of_work(
+        self, tenant_id: uuid.UUID | str, *, readonly: bool = False, allow_suspended: bool = False
+    ) -> UnitOfWork:
         """A transaction on the tenant's current placement: `async with tdb.unit_of_work(t) as uow`.
 
         Writes (the default) wait up to `write_wait_seconds` while a cutover holds the tenant, then run
         on the new placement, or fail with the retryable TenantMoving. Read-only units of work never
         wait, and PostgreSQL refuses any write inside them. A pool with no connection free within
         `pool_timeout_seconds` fails with the retryable PoolExhausted.
+
+        `allow_suspended=True` opens it for a suspended tenant too (a deleted one stays refused):
+        consumers applying events that already happened elsewhere, since a suspension can be undone
+        and a read model must not drift meanwhile.
         """
         if not isinstance(tenant_id, uuid.UUID):
             tenant_id = uuid.UUID(str(tenant_id))
-        return UnitOfWork(self, tenant_id, readonly)
+        return UnitOfWork(self, tenant_id, readonly, allow_suspended)
 
     async def _open(self, uow: UnitOfWork) -> None:
         """Check out a connection on the tenant's placement and begin its transaction (one round trip).
@@ -314,7 +333,9 @@ class TenantDB:
                             # The prober gave up (its own wait ran out): this write takes over.
                             probing = self._held[tenant_id] = _HeldTenant()
                         continue
-                placement = _available(await self.directory.get(tenant_id))
+                placement = await self.directory.get(tenant_id)
+                if not (uow.allow_suspended and placement.status == SUSPENDED_STATUS):
+                    _available(placement)
                 shared = placement.is_shared
                 cache = self._shared_cache if shared else self._dedicated_cache(placement)
                 connection = await _connect(cache, placement)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 from servicekit.http import ModelResponse, TenantId, usecases
 from servicekit.pagination import Cursor, Limit
+from servicekit.validation import NO_NUL_PATTERN
 
 from catalog import schemas
 from catalog.repository import Row
@@ -47,7 +48,7 @@ async def list_products(
     tenant: TenantId,
     request: Request,
     status: schemas.Status | None = None,
-    q: Annotated[str | None, Query(max_length=500)] = None,
+    q: Annotated[str | None, Query(max_length=500, pattern=NO_NUL_PATTERN)] = None,
     category_id: uuid.UUID | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,

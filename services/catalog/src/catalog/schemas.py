@@ -12,23 +12,20 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+from servicekit.validation import MAX_TEXT, JsonObject, Text, amount_field, optional
 
-Price = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)]
-Name = Annotated[str, Field(min_length=1, max_length=255)]
-Sku = Annotated[str, Field(min_length=1, max_length=100)]
+# Bounds are the columns' (tenantschema.declarations): price numeric(10, 2), name varchar(255), ...
+Price = Annotated[Decimal, amount_field(10, 2)]
+Name = Annotated[Text, Field(min_length=1, max_length=255)]
+Sku = Annotated[Text, Field(min_length=1, max_length=100)]
+Description = Annotated[Text, Field(max_length=MAX_TEXT)]
 Status = Literal["draft", "active", "archived"]
-JsonObject = dict[str, Any]
-Slug = Annotated[str, Field(min_length=1, max_length=100)]
+Slug = Annotated[Text, Field(min_length=1, max_length=100)]
+Position = Annotated[int, Field(ge=0, le=2_147_483_647)]  # integer (int4)
 
 MAX_BULK = 1000
-
-
-def _not_null(value: Any) -> Any:
-    """A PATCH may leave a required field out, not set it to null (runs only when it is present)."""
-    if value is None:
-        raise ValueError("cannot be null")
-    return value
+StoredObject = dict[str, Any]  # in responses: checked on the way in, not again on the way out
 
 
 class Input(BaseModel):
@@ -39,7 +36,7 @@ class ProductCreate(Input):
     name: Name
     price: Price
     sku: Sku | None = None
-    description: str | None = None
+    description: Description | None = None
     compare_price: Price | None = None
     cost_price: Price | None = None
     status: Status = "draft"
@@ -50,24 +47,20 @@ class ProductCreate(Input):
 
 
 class ProductPatch(Input):
-    """Only the fields present are changed; `null` clears an optional field."""
+    """Only the fields present are changed; `null` clears an optional field (name, price and status
+    cannot be null)."""
 
-    name: Name | None = None
-    price: Price | None = None
+    name: Name = optional()
+    price: Price = optional()
     sku: Sku | None = None
-    description: str | None = None
+    description: Description | None = None
     compare_price: Price | None = None
     cost_price: Price | None = None
-    status: Status | None = None
+    status: Status = optional()
     inventory: JsonObject | None = None
     seo: JsonObject | None = None
     attributes: JsonObject | None = None
     category_id: uuid.UUID | None = None
-
-    @field_validator("name", "price", "status")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        return _not_null(value)
 
     def changes(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.model_fields_set}
@@ -91,9 +84,9 @@ class Product(BaseModel):
     compare_price: Decimal | None
     cost_price: Decimal | None
     status: Status
-    inventory: JsonObject | None
-    seo: JsonObject | None
-    attributes: JsonObject | None
+    inventory: StoredObject | None
+    seo: StoredObject | None
+    attributes: StoredObject | None
     category_id: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
@@ -108,21 +101,18 @@ class CategoryCreate(Input):
     name: Name
     slug: Slug
     parent_id: uuid.UUID | None = None
-    description: str | None = None
-    position: int = Field(0, ge=0, le=2_147_483_647)
+    description: Description | None = None
+    position: Position = 0
 
 
 class CategoryPatch(Input):
-    name: Name | None = None
-    slug: Slug | None = None
-    parent_id: uuid.UUID | None = None
-    description: str | None = None
-    position: int | None = Field(None, ge=0, le=2_147_483_647)
+    """Only the fields present are changed; name, slug and position cannot be null."""
 
-    @field_validator("name", "slug", "position")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        return _not_null(value)
+    name: Name = optional()
+    slug: Slug = optional()
+    parent_id: uuid.UUID | None = None
+    description: Description | None = None
+    position: Position = optional()
 
     def changes(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.model_fields_set}

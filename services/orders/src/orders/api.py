@@ -9,12 +9,15 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from servicekit.http import TenantId, usecases
 from servicekit.pagination import Cursor, Limit
+from servicekit.validation import NO_NUL_PATTERN
 
 from orders import schemas
 from orders.usecases import OrdersService
 
 service = usecases(OrdersService)
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=NO_NUL_PATTERN)
+]
 
 router = APIRouter(prefix="/v1", tags=["orders"])
 
@@ -53,7 +56,7 @@ async def list_orders(
     tenant_id: TenantId,
     request: Request,
     status: schemas.Status | None = None,
-    customer_email: str | None = Query(None, max_length=255),
+    customer_email: str | None = Query(None, max_length=255, pattern=NO_NUL_PATTERN),
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> schemas.OrderPage:

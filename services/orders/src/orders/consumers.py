@@ -1,15 +1,16 @@
 """Kafka subscribers: validate the envelope, call a use case. Nothing else.
 
-Every subscription of the service is listed in `register`: the product read model, and the tenant
-directory's invalidation (tenantdb.subscriber). A handler that raises is retried, then
-dead-lettered to `<topic>.dlq` by the broker's middleware (events.dead_letter); offsets are committed
-after the handler, so a crash redelivers and the inbox drops the duplicate.
+Every subscription of the service is listed in `register`. A handler that raises is handed to the
+broker's middleware (events.dead_letter): transient failures hold the partition and are retried for as
+long as they last, permanent ones go to `<topic>.dlq`. Offsets are committed only after the handler
+returned (or the dead letter is written), so a crash redelivers and the inbox drops the duplicate.
 """
 
 from __future__ import annotations
 
 import structlog
 from events import topics
+from events.dead_letter import count_outcome
 from events.envelope import Envelope
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -39,6 +40,7 @@ def register(broker: KafkaBroker, service: TenantService[OrdersSettings, OrdersS
         # Parsed from the raw bytes: anything that is not an envelope fails, and is dead-lettered.
         envelope = Envelope.model_validate_json(message.body)
         outcome = await usecases.apply_product_event(envelope)
+        count_outcome(topics.PRODUCTS, outcome)
         log.debug(
             "product event",
             event_id=str(envelope.event_id),

@@ -32,9 +32,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from tenantschema.tables import customers, idempotency_keys, order_products, orders, sequences
 
-from orders.domain import CatalogProduct
+from orders.domain import MAX_AMOUNT, CatalogProduct
 
 ORDER_NUMBER_SEQUENCE = "order_number"
+# A customer's running totals saturate at what their columns hold (total_spent numeric(12, 2),
+# total_orders integer) instead of overflowing: an overflow would fail, forever, every later order of
+# that customer. Each order's own amounts are checked before it is placed (domain.compute_totals).
+MAX_TOTAL_SPENT = MAX_AMOUNT
+MAX_TOTAL_ORDERS = 2_147_483_647
 ORDER_NUMBER_START = 1000  # the first order is 1001
 
 
@@ -51,6 +56,14 @@ async def get_customer(connection: AsyncConnection, customer_id: uuid.UUID) -> R
     return (await connection.execute(select(customers).where(customers.c.id == customer_id))).first()
 
 
+def _counted(total_orders: ColumnElement[int], one: ColumnElement[int]) -> ColumnElement[int]:
+    return func.least(total_orders, literal_column(str(MAX_TOTAL_ORDERS - 1))) + one
+
+
+def _spent(total_spent: ColumnElement[Decimal], amount: ColumnElement[Decimal]) -> ColumnElement[Decimal]:
+    return func.least(total_spent + amount, literal_column(f"{MAX_TOTAL_SPENT}"))
+
+
 async def add_order_to_customer(connection: AsyncConnection, email: str, total: Decimal) -> uuid.UUID:
     """Count an order on the customer with this email, creating the customer if there is none.
 
@@ -63,8 +76,10 @@ async def add_order_to_customer(connection: AsyncConnection, email: str, total: 
         update(customers)
         .where(customers.c.email == email)
         .values(
-            total_orders=customers.c.total_orders + 1,
-            total_spent=customers.c.total_spent + total,
+            total_orders=_counted(customers.c.total_orders, literal_column("1")),
+            total_spent=_spent(
+                customers.c.total_spent, bindparam("p_spent", total, type_=customers.c.total_spent.type)
+            ),
             last_order_date=func.greatest(func.coalesce(customers.c.last_order_date, now), now),
             updated_at=now,
         )
@@ -166,9 +181,10 @@ def _place_order_statement() -> Any:
         # Only when the sequence exists too (rows of it are never deleted): all or nothing is written.
         .where(customers.c.email == email, exists().where(sequences.c.name == sequence_name))
         .values(
-            total_orders=customers.c.total_orders + one,
-            total_spent=customers.c.total_spent
-            + bindparam("p_total_amount", type_=orders.c.total_amount.type),
+            total_orders=_counted(customers.c.total_orders, one),
+            total_spent=_spent(
+                customers.c.total_spent, bindparam("p_total_amount", type_=orders.c.total_amount.type)
+            ),
             last_order_date=func.greatest(func.coalesce(customers.c.last_order_date, now), now),
             updated_at=now,
         )

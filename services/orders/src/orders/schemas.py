@@ -8,8 +8,16 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from servicekit.validation import MAX_TEXT, JsonObject, Text
 
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# NUL is excluded like whitespace: PostgreSQL cannot store it in text.
+EMAIL_PATTERN = r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$"
+# Bounds are the columns' (tenantschema.declarations: customers, orders).
+PersonName = Annotated[Text, Field(max_length=100)]
+Phone = Annotated[Text, Field(max_length=20)]
+Notes = Annotated[Text, Field(max_length=MAX_TEXT)]
+MAX_ITEMS = 100
+MAX_QUANTITY = 10_000
 
 
 def _lower(value: str) -> str:
@@ -31,9 +39,9 @@ class Request(BaseModel):
 
 class CustomerCreate(Request):
     email: Email
-    first_name: str | None = Field(None, max_length=100)
-    last_name: str | None = Field(None, max_length=100)
-    phone: str | None = Field(None, max_length=20)
+    first_name: PersonName | None = None
+    last_name: PersonName | None = None
+    phone: Phone | None = None
 
 
 class Customer(BaseModel):
@@ -53,16 +61,19 @@ class Customer(BaseModel):
 
 class OrderItemIn(Request):
     product_id: uuid.UUID
-    quantity: int = Field(ge=1, le=10_000)
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
 
 
 class OrderCreate(Request):
+    """Totals are computed from catalog prices; an order whose subtotal or total would exceed what an
+    amount column holds (numeric(12, 2): 9999999999.99) is refused with 422 naming `items`."""
+
     customer_email: Email
-    items: list[OrderItemIn] = Field(min_length=1, max_length=100)
+    items: list[OrderItemIn] = Field(min_length=1, max_length=MAX_ITEMS)
     currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$"), AfterValidator(_upper)] = "USD"
-    shipping_address: dict[str, Any] | None = None
-    billing_address: dict[str, Any] | None = None
-    notes: str | None = Field(None, max_length=10_000)
+    shipping_address: JsonObject | None = None
+    billing_address: JsonObject | None = None
+    notes: Notes | None = None
 
 
 class OrderItem(BaseModel):

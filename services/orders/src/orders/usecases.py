@@ -18,11 +18,13 @@ from typing import Any
 import structlog
 from events import outbox
 from events.envelope import Envelope
+from events.failures import InvalidEvent
 from events.inbox import first_delivery
 from events.models import ProductData
+from pydantic import ValidationError
 from servicekit.errors import AlreadyExists, Conflict, NotFound
 from servicekit.pagination import Keyset, Timestamp, Uuid
-from tenantdb import TenantDB, TenantNotFound, TenantUnavailable
+from tenantdb import TenantDB, TenantUnavailable
 
 from orders import domain, repository, schemas
 
@@ -212,20 +214,26 @@ class OrdersService:
     # the product read model (catalog.products.v1)
 
     async def apply_product_event(self, envelope: Envelope) -> str:
-        """Bring `order_products` up to the event; what happened, for the logs.
+        """Bring `order_products` up to the event; what happened, for the logs and metrics.
 
         Once per event id (inbox, same transaction), and never back to an older version (events of a
-        product may arrive out of order after a rebalance or a redelivery). An unknown, suspended or
-        deleted tenant is skipped: retrying cannot help.
+        product may arrive out of order after a rebalance or a redelivery). A suspended tenant's
+        events are applied too: they happened in the catalog, and a suspension can be undone; a
+        deleted tenant's are skipped (deletion is final, and its database may be dropped). Failures
+        propagate to the consumer middleware (events.dead_letter), which waits out transient ones
+        and dead-letters the rest (an unknown tenant, malformed data).
         """
         if envelope.event_type not in PRODUCT_EVENTS:
             return "ignored"
-        product = ProductData.model_validate(envelope.data)  # malformed: raises, so dead-lettered
+        try:
+            product = ProductData.model_validate(envelope.data)
+        except ValidationError as error:
+            raise InvalidEvent(f"{envelope.event_type} {envelope.event_id}: {error}") from error
         version_at = product.updated_at
         if version_at.tzinfo is None:
             version_at = version_at.replace(tzinfo=UTC)
         try:
-            async with self.tdb.unit_of_work(envelope.tenant_id) as uow:
+            async with self.tdb.unit_of_work(envelope.tenant_id, allow_suspended=True) as uow:
                 if not await first_delivery(uow.connection, PRODUCTS_CONSUMER, envelope.event_id):
                     return "duplicate"
                 changed = await repository.upsert_product(
@@ -241,7 +249,7 @@ class OrdersService:
                     },
                 )
                 await uow.commit()
-        except (TenantNotFound, TenantUnavailable) as error:
-            log.warning("product event for an unusable tenant skipped", error=str(error))
-            return "skipped"
+        except TenantUnavailable as error:  # deleted: its data (a dedicated database) may be gone
+            log.info("product event of a deleted tenant skipped", error=str(error))
+            return "skipped_deleted"
         return "applied" if changed else "stale"

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response, status
 from servicekit.http import usecases
 from servicekit.pagination import Cursor, Limit
+from servicekit.validation import NO_NUL_PATTERN
 from sqlalchemy import Row
 
 from tenancy.schemas import PlanList, PlanOut, Resolution, TenantCreate, TenantOut, TenantPage, TenantUpdate
@@ -64,7 +65,9 @@ async def list_plans(request: Request) -> PlanList:
 
 @router.get("/resolve")
 async def resolve_host(
-    request: Request, response: Response, host: Annotated[str, Query(min_length=1, max_length=300)]
+    request: Request,
+    response: Response,
+    host: Annotated[str, Query(min_length=1, max_length=300, pattern=NO_NUL_PATTERN)],
 ) -> Resolution:
     row = await service(request).resolve(host)
     response.headers["Cache-Control"] = "max-age=5"

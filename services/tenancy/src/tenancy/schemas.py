@@ -5,14 +5,22 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from servicekit.validation import JsonObject, Text, optional
 
 from tenancy.domain import HOSTNAME
 
 Plan = Literal["basic", "professional", "enterprise"]
 SUBDOMAIN_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?$"
+# Lengths are the columns' (tenantschema.platform.tenants).
+Name = Annotated[Text, Field(min_length=1, max_length=255)]
+Subdomain = Annotated[str, Field(min_length=1, max_length=50, pattern=SUBDOMAIN_PATTERN)]
+# A host name (domain.HOSTNAME, checked after lower-casing; a trailing dot is dropped), at most 253
+# characters (the column holds 255).
+HOSTNAME_PATTERN = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\.?$"
+CustomDomain = Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN)]
 
 
 def _hostname(value: str | None) -> str | None:
@@ -27,24 +35,27 @@ def _hostname(value: str | None) -> str | None:
 class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=255)
-    subdomain: str = Field(pattern=SUBDOMAIN_PATTERN)
+    name: Name
+    subdomain: Subdomain
     plan: Plan = "basic"
-    custom_domain: str | None = Field(default=None, max_length=255)
-    settings: dict[str, Any] = Field(default_factory=dict)
+    custom_domain: CustomDomain | None = None
+    settings: JsonObject = Field(default_factory=dict)
 
     _custom_domain = field_validator("custom_domain")(_hostname)
 
 
 class TenantUpdate(BaseModel):
+    """Only the fields present are changed. `custom_domain: null` removes the domain; the other fields
+    cannot be null (their columns are NOT NULL), so the schema does not offer it: left out = unchanged."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=255)
-    plan: Plan | None = None
-    status: Literal["active", "suspended"] | None = None
-    custom_domain: str | None = Field(default=None, max_length=255)
-    settings: dict[str, Any] | None = None
-    compliance_isolation: bool | None = None
+    name: Name = optional()
+    plan: Plan = optional()
+    status: Literal["active", "suspended"] = optional()
+    custom_domain: CustomDomain | None = None
+    settings: JsonObject = optional()
+    compliance_isolation: bool = optional()
 
     _custom_domain = field_validator("custom_domain")(_hostname)
 

@@ -5,8 +5,8 @@ app_user (DML under RLS, outbox INSERT, tenantdb_enter), whose grants shared_000
 revision makes sure the roles exist, belong to app_user and carry their timeouts, and may connect, so
 the shared history is complete on its own (the platform history does the same; both are idempotent).
 
-Revision ID: shared_0004_roles
-Revises: shared_0003
+Revision ID: shared_0005_roles
+Revises: shared_0004_relay
 Create Date: 2026-12-01
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 from tenantschema import roles
 from tenantschema.migrations import configured_app_role
 
-revision: str = "shared_0004_roles"
-down_revision: str | None = "shared_0003"
+revision: str = "shared_0005_roles"
+down_revision: str | None = "shared_0004_relay"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -5,8 +5,8 @@ and the plans, and its outbox/inbox grants; it loses every write on `tenants`, `
 `tenant_usage_metrics` and `tenant_migrations`. Only tenancy writes tenants and plans; usage may
 update the two usage columns; the migrator only the placement columns.
 
-Revision ID: platform_0003_roles
-Revises: platform_0002
+Revision ID: platform_0004_roles
+Revises: platform_0003_relay
 Create Date: 2026-12-01
 """
 
@@ -17,8 +17,8 @@ from tenantschema import roles
 from tenantschema.migrations import configured_app_role
 from tenantschema.render import quote_ident
 
-revision: str = "platform_0003_roles"
-down_revision: str | None = "platform_0002"
+revision: str = "platform_0004_roles"
+down_revision: str | None = "platform_0003_relay"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
