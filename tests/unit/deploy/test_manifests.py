@@ -60,6 +60,9 @@ SERVICE_SECRET_KEYS = {
     "SHARED_DATABASE_URL",
     "DEDICATED_PASSWORD_SECRET",
     "DEDICATED_DATABASE_URL_TEMPLATE",
+    # The outbox relay's own role (outbox_relay), the same for every service's relay.
+    "RELAY_PLATFORM_DATABASE_URL",
+    "RELAY_SHARED_DATABASE_URL",
 }
 # Each service's database URLs log in as its own role (tenantschema.roles): the Secret holds them
 # under the stack.env names, `<SERVICE>_PLATFORM_DATABASE_URL`, `<SERVICE>_SHARED_DATABASE_URL`.

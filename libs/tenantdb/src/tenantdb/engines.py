@@ -3,7 +3,8 @@
 Every engine runs in AUTOCOMMIT at the driver level: tenantdb itself sends BEGIN, together with the
 tenant context and the fence check, in one round trip (see unit_of_work.py). A pool `reset` hook
 rolls back any transaction still open when a connection is returned, so a connection can never carry
-a tenant's transaction-local context to its next user.
+a tenant's transaction-local context to its next user. Each engine's pool is a `CachingQueuePool`,
+with a `ConnectionCache` in front of it (connections.py) that units of work go through.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.util import await_
 from tenantschema.urls import asyncpg_url
 
+from tenantdb.connections import CachingQueuePool, ConnectionCache
 from tenantdb.metrics import DEDICATED_ENGINES
 
 log = structlog.get_logger("tenantdb.engines")
@@ -54,6 +56,7 @@ def create_engine(
         options["poolclass"] = NullPool
     else:
         options |= {
+            "poolclass": CachingQueuePool,
             "pool_size": pool_size,
             "max_overflow": max_overflow,
             "pool_recycle": recycle,
@@ -78,8 +81,18 @@ def _rollback_open_transaction(dbapi_connection: Any, _record: Any, _state: Any)
         await_(driver.execute("ROLLBACK"))
 
 
+def connection_cache(
+    engine: AsyncEngine, *, pool_size: int, max_overflow: int, pool_timeout: float, recycle: int
+) -> ConnectionCache:
+    """The cache units of work take the engine's connections from (a pass-through under PgBouncer)."""
+    return ConnectionCache(
+        engine, pool_size=pool_size, max_overflow=max_overflow, timeout=pool_timeout, recycle=recycle
+    )
+
+
 class DedicatedEngines:
-    """At most `max_engines` dedicated engines; the least recently used idle one is disposed first."""
+    """At most `max_engines` dedicated engines; the least recently used idle one is disposed first
+    (its cached idle connections do not make it busy: they are closed with it)."""
 
     def __init__(
         self,
@@ -92,7 +105,7 @@ class DedicatedEngines:
         application_name: str = "tenantdb",
         pool_timeout: float = 30.0,
     ) -> None:
-        self._engines: OrderedDict[str, AsyncEngine] = OrderedDict()
+        self._engines: OrderedDict[str, ConnectionCache] = OrderedDict()
         self._max = max_engines
         self._options: dict[str, Any] = {
             "pool_size": pool_size,
@@ -110,17 +123,22 @@ class DedicatedEngines:
     def get(self, database: str, url: Callable[[], URL]) -> AsyncEngine:
         """The database's engine; `url` is called only when one has to be created (it derives a
         password: not work for every unit of work)."""
-        engine = self._engines.get(database)
-        if engine is not None:
+        return self.cache(database, url).engine
+
+    def cache(self, database: str, url: Callable[[], URL]) -> ConnectionCache:
+        """The connection cache in front of the database's engine (created with the engine)."""
+        cache = self._engines.get(database)
+        if cache is not None:
             self._engines.move_to_end(database)
-            return engine
+            return cache
         engine = create_engine(
             url(), pgbouncer=self._pgbouncer, application_name=self._application_name, **self._options
         )
-        self._engines[database] = engine
+        cache = connection_cache(engine, **self._options)
+        self._engines[database] = cache
         self._evict()
         DEDICATED_ENGINES.set(len(self._engines))
-        return engine
+        return cache
 
     def _evict(self) -> None:
         excess = len(self._engines) - self._max
@@ -129,12 +147,13 @@ class DedicatedEngines:
         for database in list(self._engines)[:-1]:
             if excess == 0:
                 break
-            engine = self._engines[database]
-            if _checked_out(engine):
+            cache = self._engines[database]
+            if cache.in_use or _checked_out(cache.engine) > cache.idle:
                 continue  # in use: disposing would strand its connections; try the next one
             del self._engines[database]
             excess -= 1
-            task = asyncio.get_running_loop().create_task(engine.dispose())
+            cache.closed = True  # from now on its connections go back to SQLAlchemy, not the cache
+            task = asyncio.get_running_loop().create_task(_dispose(cache))
             self._disposals.add(task)
             task.add_done_callback(self._disposals.discard)
             log.info("dedicated engine evicted", database=database)
@@ -144,10 +163,16 @@ class DedicatedEngines:
         await asyncio.gather(*self._disposals)
 
     async def dispose_all(self) -> None:
-        engines = list(self._engines.values())
+        caches = list(self._engines.values())
         self._engines.clear()
         DEDICATED_ENGINES.set(0)
-        await asyncio.gather(*(e.dispose() for e in engines), *self._disposals)
+        await asyncio.gather(*(_dispose(c) for c in caches), *self._disposals)
+
+
+async def _dispose(cache: ConnectionCache) -> None:
+    """Close the cached idle connections first: disposing closes only connections SQLAlchemy holds."""
+    await cache.close()
+    await cache.engine.dispose()
 
 
 def _checked_out(engine: AsyncEngine) -> int:

@@ -30,8 +30,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenantschema.fencing_ddl import FENCED_SQLSTATE
 
+from tenantdb.connections import ConnectionCache
 from tenantdb.directory import TenantDirectory
-from tenantdb.engines import DedicatedEngines, create_engine
+from tenantdb.engines import DedicatedEngines, connection_cache, create_engine
 from tenantdb.errors import PlacementMisconfigured, PoolExhausted, TenantMoving, TenantUnavailable
 from tenantdb.metrics import ACQUIRE_SECONDS, FENCED, FENCED_WAIT_SECONDS, ROUTED
 from tenantdb.placement import AVAILABLE_STATUS, SUSPENDED_STATUS, Placement, dedicated_url
@@ -69,6 +70,7 @@ class UnitOfWork:
     """
 
     __slots__ = (
+        "_cache",
         "_db",
         "_done",
         "_driver",
@@ -81,6 +83,7 @@ class UnitOfWork:
 
     placement: Placement
     connection: AsyncConnection
+    _cache: ConnectionCache
 
     def __init__(
         self, db: TenantDB, tenant_id: uuid.UUID, readonly: bool, allow_suspended: bool = False
@@ -116,7 +119,7 @@ class UnitOfWork:
         if exc_type is not None:
             # Shielded: a second cancellation cannot strand the connection half cleaned; the error
             # (CancelledError included) propagates, since this returns None.
-            await asyncio.shield(_close_after_failure(self.connection, self._driver))
+            await asyncio.shield(_close_after_failure(self._cache, self.connection, self._driver))
             return
         if not self._done:
             try:
@@ -126,9 +129,10 @@ class UnitOfWork:
                     self._done = True
                     await _rollback_or_invalidate(self.connection, self._driver, failed=False)
             except BaseException:  # cancelled (or the connection broke) while ending the transaction
-                await asyncio.shield(_close_after_failure(self.connection, self._driver))
+                await asyncio.shield(_close_after_failure(self._cache, self.connection, self._driver))
                 raise
-        await self.connection.close()
+        # Kept checked out for the next unit of work when clean (connections.py); else given back.
+        await self._cache.release(self.connection)
 
 
 async def _rollback_or_invalidate(connection: AsyncConnection, driver: Any, *, failed: bool = True) -> None:
@@ -143,10 +147,8 @@ async def _rollback_or_invalidate(connection: AsyncConnection, driver: Any, *, f
                 await asyncio.wait_for(driver.execute("ROLLBACK"), _ROLLBACK_TIMEOUT)
             else:
                 await driver.execute("ROLLBACK")
-        # A closed driver (the server went away) must not go back to the pool: without pre-ping the
-        # next checkout would get it again, and fail with "connection is closed" for ever.
         if not driver.is_closed() and not driver.is_in_transaction():
-            return
+            return  # clean; a closed driver (terminated, network) is invalidated: never pooled again
     except asyncio.CancelledError:
         raise  # never swallowed: the caller discards the connection (shielded) and re-raises
     except Exception as error:  # the connection is suspect: thrown away below
@@ -192,6 +194,14 @@ class TenantDB:
             pool_size=settings.shared_pool_size,
             max_overflow=settings.shared_max_overflow,
             **common,  # type: ignore[arg-type]
+        )
+        # Units of work take the shared engine's connections from here (connections.py).
+        self._shared_cache = connection_cache(
+            self.shared_engine,
+            pool_size=settings.shared_pool_size,
+            max_overflow=settings.shared_max_overflow,
+            pool_timeout=settings.pool_timeout_seconds,
+            recycle=settings.pool_recycle_seconds,
         )
         self.dedicated = DedicatedEngines(
             max_engines=settings.max_dedicated_engines,
@@ -246,12 +256,16 @@ class TenantDB:
         for worker in self._workers:
             await worker.close()
         await self.dedicated.dispose_all()
+        await self._shared_cache.close()
         await self.shared_engine.dispose()
         await self.platform_engine.dispose()
 
     def engine_for(self, placement: Placement) -> AsyncEngine:
         if placement.is_shared:
             return self.shared_engine
+        return self._dedicated_cache(placement).engine
+
+    def _dedicated_cache(self, placement: Placement) -> ConnectionCache:
         if not placement.database_name:
             raise PlacementMisconfigured(f"dedicated tenant {placement.tenant_id} has no database_name")
         database = placement.database_name
@@ -265,7 +279,7 @@ class TenantDB:
                 secret.get_secret_value() if secret else None,
             )
 
-        return self.dedicated.get(database, url)
+        return self.dedicated.cache(database, url)
 
     async def placement(self, tenant_id: uuid.UUID) -> Placement:
         """The tenant's placement; TenantNotFound / TenantUnavailable when there is none to use."""
@@ -305,6 +319,7 @@ class TenantDB:
         deadline = started + self.settings.write_wait_seconds
         waiting_since: float | None = None
         rerouted = False
+        reconnected = False  # retried once already after a dead connection
         backoff = _BACKOFF_FIRST
         probing: _HeldTenant | None = None  # set while this write probes the lock for its tenant
         try:
@@ -322,9 +337,8 @@ class TenantDB:
                 if not (uow.allow_suspended and placement.status == SUSPENDED_STATUS):
                     _available(placement)
                 shared = placement.is_shared
-                connection = await _connect(
-                    self.shared_engine if shared else self.engine_for(placement), placement
-                )
+                cache = self._shared_cache if shared else self._dedicated_cache(placement)
+                connection = await _connect(cache, placement)
                 # Checked out already: reading it needs no I/O, so no greenlet hop (get_raw_connection has).
                 driver: Any = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
                 if readonly:
@@ -334,7 +348,13 @@ class TenantDB:
                 try:
                     await driver.execute(begin)
                 except asyncpg.PostgresError as error:
-                    await asyncio.shield(_close_after_failure(connection, driver))
+                    if _broken(error, driver):
+                        await asyncio.shield(_discard_broken(cache, connection))
+                        if reconnected:
+                            raise
+                        reconnected = True
+                        continue
+                    await asyncio.shield(_close_after_failure(cache, connection, driver))
                     if error.sqlstate not in (FENCED_SQLSTATE, LOCK_NOT_AVAILABLE):
                         raise
                     now = time.perf_counter()
@@ -359,8 +379,19 @@ class TenantDB:
                     FENCED.labels("timeout").inc()
                     FENCED_WAIT_SECONDS.observe(now - waiting_since)
                     raise TenantMoving(tenant_id, now - started) from error
+                except Exception as error:
+                    if not _broken(error, driver):
+                        await asyncio.shield(_close_after_failure(cache, connection, driver))
+                        raise
+                    # The connection died while idle (terminated, network): the BEGIN did nothing,
+                    # so one retry on another connection is safe.
+                    await asyncio.shield(_discard_broken(cache, connection))
+                    if reconnected:
+                        raise
+                    reconnected = True
+                    continue
                 except BaseException:
-                    await asyncio.shield(_close_after_failure(connection, driver))
+                    await asyncio.shield(_close_after_failure(cache, connection, driver))
                     raise
                 break
             self._release(tenant_id, probing, free=True)  # began: the lock was free
@@ -373,7 +404,7 @@ class TenantDB:
         acquire_seconds, routed = _metrics(placement.tenant_type, readonly)
         acquire_seconds.observe(time.perf_counter() - started)
         routed.inc()
-        uow.placement, uow.connection, uow._driver = placement, connection, driver
+        uow.placement, uow.connection, uow._driver, uow._cache = placement, connection, driver, cache
 
     def _release(self, tenant_id: uuid.UUID, probing: _HeldTenant | None, *, free: bool) -> None:
         """Stop probing for the tenant and tell its waiting writes whether the lock was free."""
@@ -413,13 +444,34 @@ async def _wait_for_word(
         raise TenantMoving(tenant_id, now - started) from None
 
 
-async def _connect(engine: AsyncEngine, placement: Placement) -> AsyncConnection:
+async def _connect(cache: ConnectionCache, placement: Placement) -> AsyncConnection:
     """A pooled connection; a pool with none free in time is PoolExhausted (503), never a 500."""
     started = time.perf_counter()
     try:
-        return await engine.connect()
+        return await cache.acquire()
     except sqlalchemy.exc.TimeoutError:
         raise PoolExhausted(placement.tenant_type, time.perf_counter() - started) from None
+
+
+def _broken(error: Exception, driver: Any) -> bool:
+    """Whether an error means the connection itself is gone, not that the statement failed."""
+    if driver.is_closed() or isinstance(
+        error, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError
+    ):
+        return True
+    # Connection exceptions (08) and the server shutting the session down (57P01..57P03).
+    sqlstate = getattr(error, "sqlstate", None) or ""
+    return sqlstate.startswith(("08", "57P"))
+
+
+async def _discard_broken(cache: ConnectionCache, connection: AsyncConnection) -> None:
+    """Invalidated, so SQLAlchemy does not pool it either; its slot goes to the next waiter."""
+    try:
+        await connection.invalidate()
+    except Exception as error:
+        log.warning("invalidating a dead connection failed", error=repr(error))
+    finally:
+        await cache.discard(connection)
 
 
 def _available(placement: Placement) -> Placement:
@@ -428,6 +480,9 @@ def _available(placement: Placement) -> Placement:
     return placement
 
 
-async def _close_after_failure(connection: AsyncConnection, driver: Any) -> None:
-    await _rollback_or_invalidate(connection, driver)
-    await connection.close()
+async def _close_after_failure(cache: ConnectionCache, connection: AsyncConnection, driver: Any) -> None:
+    """Never back into the cache: cleaned (or invalidated), given back to SQLAlchemy, slot freed."""
+    try:
+        await _rollback_or_invalidate(connection, driver)
+    finally:
+        await cache.discard(connection)
