@@ -126,7 +126,14 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_goes_on(
         after = product_event(tenant_id)
         await feed.publish(after)
 
-        not_json = (await dead.wait_for(lambda r: r.value == b"not json" and r.key == key))[0]
+        # Only this app's letters: the stack's own orders service (make test runs it) may dead-letter
+        # the same messages under its own group.
+        group = orders_app.app.state.settings.products_group_id
+
+        def ours(r: Any) -> bool:
+            return dict(r.headers).get("x-dlq-group") == group.encode()
+
+        not_json = (await dead.wait_for(lambda r: r.value == b"not json" and r.key == key and ours(r)))[0]
         headers = {k: v.decode() for k, v in not_json.headers}
         assert headers["x-dlq-error"].startswith("ValidationError")
         assert headers["x-dlq-error-kind"] == "invalid"
@@ -136,7 +143,7 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_goes_on(
         assert int(headers["x-dlq-partition"]) in range(topics.PARTITIONS)
         assert int(headers["x-dlq-offset"]) >= 0
         assert "x-dlq-event-id" not in headers
-        invalid = (await dead.wait_for(lambda r: r.value == bad_data.to_json()))[0]
+        invalid = (await dead.wait_for(lambda r: r.value == bad_data.to_json() and ours(r)))[0]
         invalid_headers = {k: v.decode() for k, v in invalid.headers}
         assert invalid_headers["x-dlq-error"].startswith("InvalidEvent")
         assert invalid_headers["x-dlq-event-id"] == str(bad_data.event_id)
@@ -161,7 +168,10 @@ async def test_suspended_tenants_events_are_applied_unknown_tenants_dead_lettere
     async with records(orders_app.kafka, topics.dlq(topics.PRODUCTS)) as dead:
         await feed.publish(unknown, of_suspended, sentinel, partition=2)
         await feed.wait_applied(sentinel)
-        [letter] = await dead.wait_for(lambda r: r.value == unknown.to_json())
+        group = orders_app.app.state.settings.products_group_id.encode()
+        [letter] = await dead.wait_for(
+            lambda r: r.value == unknown.to_json() and dict(r.headers).get("x-dlq-group") == group
+        )
         assert not [r for r in dead.records if r.value == of_suspended.to_json()]
     headers = {k: v.decode() for k, v in letter.headers}
     assert headers["x-dlq-error"].startswith("TenantNotFound")

@@ -60,8 +60,11 @@ class ProductsUnavailable(errors.Invalid):
 
 
 class AmountTooLarge(errors.Invalid):
+    """The order's total would not fit its column (numeric(12, 2)), even when every line does."""
+
     def __init__(self, total: Decimal) -> None:
-        super().__init__(f"the order total {total} exceeds {MAX_AMOUNT}")
+        message = f"the order total {total} exceeds {MAX_AMOUNT}"
+        super().__init__(message, errors=[{"field": "items", "message": message, "type": "amount_too_large"}])
         self.total = total
 
 
