@@ -5,10 +5,15 @@ Tests under tests/integration, tests/e2e and tests/unit get the `integration`, `
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import devstack
 import pytest
+
+from tests.support import watchdog
+
+pytest_plugins = ["tests.support.watchdog"]
 
 _TESTS = Path(__file__).parent
 _FOLDER_MARKERS = {"integration": "integration", "unit": "unit", "e2e": "e2e"}
@@ -24,6 +29,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = _FOLDER_MARKERS.get(relative.parts[0]) if len(relative.parts) > 1 else None
         if marker is not None:
             item.add_marker(getattr(pytest.mark, marker))
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _watched_loop() -> None:
+    """The session's event loop, for the watchdog's task dump when a test hangs."""
+    watchdog.remember_loop(asyncio.get_running_loop())
 
 
 @pytest.fixture(scope="session")
