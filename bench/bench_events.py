@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -35,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tenantschema.urls import asyncpg_url, libpq_url, with_database
 
 from bench import Measure
+from bench.processes import relays
 
 BENCHMARKS = ("events.relay", "events.relay_latency_p99")
 
@@ -69,31 +67,6 @@ def _envelope(tenant: uuid.UUID, i: int) -> Envelope:
         producer="bench",
         data={"product_id": str(uuid.uuid4()), "name": f"Product {i}", "price": "19.99", "i": i},
     )
-
-
-@contextmanager
-def _relays(env: Mapping[str, str], log_dir: Path) -> Iterator[list[Path]]:
-    child = {**os.environ, **env, "LOG_LEVEL": "WARNING"}
-    logs = [log_dir / f"relay-{i}.log" for i in range(RELAYS)]
-    handles = [path.open("wb") for path in logs]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "servicekit.relay"], env=child, stdout=h, stderr=subprocess.STDOUT
-        )
-        for h in handles
-    ]
-    try:
-        yield logs
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for handle in handles:
-            handle.close()
 
 
 async def _published(conn: asyncpg.Connection, ids: list[uuid.UUID]) -> int:
@@ -258,7 +231,7 @@ async def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
         if "events.relay" in selected:
             # A backlog first, then the relays: what is measured is how fast two relays drain it.
             backlog = await _commit_backlog(engine, tenants)
-            with _relays(env, log_dir):
+            with relays(env, log_dir, RELAYS):
                 ours = await _drain_rate(owner, [e.event_id for e in backlog])
             raw = await _raw_throughput(bootstrap, [e.model_dump_json().encode() for e in backlog], tenants)
             _say(f"2 relays drained {ours:.0f} events/s, raw producer {raw:.0f} events/s")
@@ -266,7 +239,7 @@ async def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
                 Measure("events.relay", round(ours, 1), "events/s", round(raw, 1), round(raw / ours, 3))
             )
 
-        with _relays(env, log_dir):
+        with relays(env, log_dir, RELAYS):
             warm = [_envelope(t, -1) for t in tenants[:20]]
             async with engine.begin() as connection:
                 await outbox.record(connection, TOPIC, *warm)

@@ -13,12 +13,14 @@ use-case factory returned), `.broker`, `.relay` (None when OUTBOX_RELAY_ENABLED=
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import structlog
 import uvicorn
 from events.dead_letter import DeadLetter
 from events.envelope import Envelope
@@ -40,6 +42,26 @@ from servicekit.relay import platform_outbox_relay, tenant_outbox_relay
 from servicekit.settings import ServiceSettings
 
 Hook = Callable[[], Awaitable[None]]
+
+log = structlog.get_logger("servicekit.app")
+
+# Each shutdown step gets this long. A step that hangs (a producer flushing to a broker that went
+# away, a connection that never answers its close) is left behind so the others still run and the
+# process ends: an orchestrator would SIGKILL it anyway, with nothing flushed.
+SHUTDOWN_STEP_SECONDS = 10.0
+
+
+async def _bounded(step: str, work: Awaitable[None], seconds: float = SHUTDOWN_STEP_SECONDS) -> None:
+    task = asyncio.ensure_future(work)
+    # asyncio.wait, not wait_for: wait_for would wait for a task that ignores its cancellation.
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        log.error("shutdown step did not finish; left behind", step=step, seconds=seconds)
+        return
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        log.error("shutdown step failed", step=step, error=repr(error))
 S = TypeVar("S", bound=ServiceSettings)
 U = TypeVar("U")
 
@@ -235,12 +257,12 @@ def _assemble(
             yield
         finally:
             if counter is not None:
-                await counter.stop()  # flushes the last window while the broker is up
+                await _bounded("request counter", counter.stop())  # flushes while the broker is up
             if relay is not None:
-                await relay.stop()
-            await kafka.stop()
+                await _bounded("outbox relay", relay.stop())
+            await _bounded("kafka", kafka.stop())
             for hook in on_shutdown:
-                await hook()
+                await _bounded(getattr(hook, "__qualname__", repr(hook)), hook())
 
     app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
     install_problem_handlers(app)
