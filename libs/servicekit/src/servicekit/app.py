@@ -62,6 +62,8 @@ async def _bounded(step: str, work: Awaitable[None], seconds: float = SHUTDOWN_S
     error = None if task.cancelled() else task.exception()
     if error is not None:
         log.error("shutdown step failed", step=step, error=repr(error))
+
+
 S = TypeVar("S", bound=ServiceSettings)
 U = TypeVar("U")
 
