@@ -9,7 +9,7 @@ import uuid
 import asyncpg
 from sqlalchemy.engine import make_url
 from tenantschema import migrations
-from tenantschema.outbox_ddl import RELAY_ROLE
+from tenantschema.roles import RELAY_ROLE
 from tenantschema.render import quote_ident
 from tenantschema.urls import libpq_url, with_database
 
