@@ -35,7 +35,6 @@ from servicekit.health import Check, database_check, health_router, kafka_check
 from servicekit.http import RequestContextMiddleware
 from servicekit.kafka import KafkaConnection
 from servicekit.logs import configure_logging
-from servicekit.metrics import REDMetricsMiddleware
 from servicekit.platform import PLATFORM_SOURCE, PlatformDB
 from servicekit.problems import install_problem_handlers
 from servicekit.relay import platform_outbox_relay, tenant_outbox_relay
@@ -268,8 +267,8 @@ def _assemble(
 
     app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
     install_problem_handlers(app)
+    # Added last: the outermost, so its RED metrics see every answer.
     app.add_middleware(RequestContextMiddleware, counter=counter, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(REDMetricsMiddleware)  # added last: the outermost, so it sees every answer
     for router in routers:  # first: the hot routes are matched before the health ones are tried
         app.include_router(router)
     app.include_router(health_router(checks, broker, title=title, version=version))
