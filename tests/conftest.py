@@ -11,7 +11,7 @@ from pathlib import Path
 import devstack
 import pytest
 
-pytest_plugins = ["tests.support.watchdog"]
+pytest_plugins = ["tests.support.watchdog", "tests.support.hostile"]
 
 _TESTS = Path(__file__).parent
 _FOLDER_MARKERS = {"integration": "integration", "unit": "unit", "e2e": "e2e"}
