@@ -28,6 +28,7 @@ from events.relay import OutboxRelay
 from fastapi import APIRouter, FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from sqlalchemy.ext.asyncio import AsyncEngine
 from tenantdb import TenantDB
 
 from servicekit.counting import RequestCounter
@@ -146,19 +147,15 @@ def create_tenant_service(
         register(broker, service)
     app = _assemble(
         settings,
+        service,
         version=version,
         description=description,
-        broker=broker,
-        relay=relay,
-        counter=counter,
         routers=routers,
-        checks={"database": database_check(tdb.shared_engine), "kafka": kafka_check(broker)},
+        database=tdb.shared_engine,
         on_shutdown=[tdb.close],
         freeze_gc=freeze_gc,
     )
     app.state.tdb = tdb
-    app.state.usecases = service.usecases
-    app.state.runtime = service
     return app
 
 
@@ -189,19 +186,15 @@ def create_platform_service(
         register(broker, service)
     app = _assemble(
         settings,
+        service,
         version=version,
         description=description,
-        broker=broker,
-        relay=relay,
-        counter=None,
         routers=routers,
-        checks={"database": database_check(db.engine), "kafka": kafka_check(broker)},
+        database=db.engine,
         on_shutdown=[db.close],
         freeze_gc=freeze_gc,
     )
     app.state.platform_db = db
-    app.state.usecases = service.usecases
-    app.state.runtime = service
     return app
 
 
@@ -229,18 +222,20 @@ def _declare(broker: KafkaBroker, publishes: Sequence[Publication]) -> None:
 
 def _assemble(
     settings: ServiceSettings,
+    service: TenantService[S, U] | PlatformService[S, U],
     *,
     version: str,
     description: str,
-    broker: KafkaBroker,
-    relay: OutboxRelay | None,
-    counter: RequestCounter | None,
     routers: Sequence[APIRouter],
-    checks: Mapping[str, Check],
+    database: AsyncEngine,
     on_shutdown: Sequence[Hook],
     freeze_gc: bool,
 ) -> FastAPI:
+    """The app both factories build around what they made: one lifespan, middleware, health."""
     title = settings.service_name
+    broker, relay = service.broker, service.relay
+    counter = service.counter if isinstance(service, TenantService) else None
+    checks: Mapping[str, Check] = {"database": database_check(database), "kafka": kafka_check(broker)}
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -276,4 +271,6 @@ def _assemble(
     app.state.broker = broker
     app.state.relay = relay
     app.state.counter = counter
+    app.state.usecases = service.usecases
+    app.state.runtime = service
     return app
