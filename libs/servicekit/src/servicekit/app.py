@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 import uvicorn
 from events.dead_letter import DeadLetter
@@ -40,6 +40,17 @@ from servicekit.relay import platform_outbox_relay, tenant_outbox_relay
 from servicekit.settings import ServiceSettings
 
 Hook = Callable[[], Awaitable[None]]
+
+
+class Background(Protocol):
+    """Work a service runs beside its HTTP app for the app's lifetime (usage's aggregating consumer):
+    started after the relay, stopped before it, so what it records is still relayed."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 S = TypeVar("S", bound=ServiceSettings)
 U = TypeVar("U")
 
@@ -81,13 +92,14 @@ class TenantService(Generic[S, U]):
 
 @dataclass
 class PlatformService(Generic[S, U]):
-    """What `create_platform_service` built."""
+    """What `create_platform_service` built; `register` may add to `background`."""
 
     settings: S
     db: PlatformDB
     broker: KafkaBroker
     relay: OutboxRelay | None
     usecases: U
+    background: list[Background] = field(default_factory=list)
 
 
 def create_tenant_service(
@@ -175,6 +187,7 @@ def create_platform_service(
         checks={"database": database_check(db.engine), "kafka": kafka_check(broker)},
         on_shutdown=[db.close],
         freeze_gc=freeze_gc,
+        background=service.background,
     )
     app.state.platform_db = db
     app.state.usecases = service.usecases
@@ -216,6 +229,7 @@ def _assemble(
     checks: Mapping[str, Check],
     on_shutdown: Sequence[Hook],
     freeze_gc: bool,
+    background: Sequence[Background] = (),
 ) -> FastAPI:
     title = settings.service_name
 
@@ -228,12 +242,16 @@ def _assemble(
             await relay.start()
         if counter is not None:
             await counter.start()
+        for worker in background:
+            await worker.start()
         if freeze_gc:
             gc.collect()
             gc.freeze()
         try:
             yield
         finally:
+            for worker in reversed(background):
+                await worker.stop()
             if counter is not None:
                 await counter.stop()  # flushes the last window while the broker is up
             if relay is not None:

@@ -32,6 +32,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     service = quote_ident(roles.USAGE.name)
-    op.execute(f"REVOKE SELECT (compliance_isolation) ON tenants FROM {service}")
+    op.execute(f"REVOKE SELECT (compliance_isolation) ON tenants FROM {service}")  # noqa: S608
     for table in reversed(usage.USAGE_TABLES):
         op.execute(f"DROP TABLE {table}")
