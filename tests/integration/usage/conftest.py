@@ -107,7 +107,28 @@ TOPIC_OF = {
     "product.created": topics.PRODUCTS,
     "product.deleted": topics.PRODUCTS,
     "order.placed": topics.ORDERS,
+    "tenant.created": topics.TENANTS,
+    "tenant.updated": topics.TENANTS,
+    "tenant.plan_changed": topics.TENANTS,
 }
+
+
+class FakeClock:
+    """An injectable clock the test moves."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def wait_until(predicate: Any, what: str, *, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.1)
 
 
 async def publish(
