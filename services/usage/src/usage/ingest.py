@@ -191,8 +191,10 @@ class AggregatingConsumer:
             offset = stored.get((tp.topic, tp.partition))
             if offset is None:
                 fresh.append(tp)
+                self._positions[tp] = 0
             else:
                 consumer.seek(tp, offset)
+                self._positions[tp] = offset
         if fresh:
             await consumer.seek_to_beginning(*fresh)
         log.info(

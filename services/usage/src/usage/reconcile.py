@@ -11,15 +11,16 @@ log line and counted in `usage_reconcile_product_drift_total` when corrected.
 Storage (`storage_used_gb` of today's daily row; the `storage_gb` threshold):
 - dedicated tenant: `pg_database_size(current_database())` on its own database (exact, what the
   server allocated, indexes and free space included);
-- shared tenant: for each tenant table, the tenant's rows / the table's rows * the table's total size
-  (`pg_total_relation_size`: heap, indexes, TOAST; orders summed over its partitions), table rows from
-  `pg_class.reltuples` read once per round. The tenant's rows are counted under RLS through the
-  tenant's own index (`idx_*_tenant_*`), so a tenant costs its own row count, never a scan of the
-  shared database. The error: rows are assumed the average width of their table (a tenant with large
+- shared tenant: for each tenant table, the tenant's rows / the table's rows * the table's total
+  size (`pg_total_relation_size`: heap, indexes, TOAST; orders summed over its partitions), the
+  table's rows the planner's estimate (`reltuples / relpages` x current pages), read once per round.
+  The tenant's rows are counted under RLS through the tenant's own index (`idx_*_tenant_*`), so a
+  tenant costs its own row count, never a scan of the shared database.
+  The error: rows are assumed the average width of their table (a tenant with large
   JSON attributes or descriptions is under-estimated, one with small rows over-estimated, each by the
   ratio of its mean row width to the table's), bloat and free space are spread evenly over tenants,
-  and `reltuples` is as fresh as the last ANALYZE/autovacuum (a table grown 20 % since is
-  over-attributed by up to that much).
+  and the rows' density is the last ANALYZE's (scaled to the table's current pages; a tenant's
+  share is capped at the whole table while statistics lag behind).
 """
 
 from __future__ import annotations
@@ -48,6 +49,19 @@ _PAGE = 200
 _COUNT_ROWS: Final = {table: text(f"SELECT count(*) FROM {table}") for table in SHARED_TABLES}  # noqa: S608
 
 
+# A table's (or, for orders, its partitions') rows and bytes. Rows as the planner estimates them:
+# the density of the last ANALYZE (reltuples / relpages) times the pages the table has now, so a
+# table grown since its last ANALYZE is not under-counted (its tenants' shares over-estimated).
+_TABLE_SIZE: Final = text(
+    "SELECT COALESCE(sum(CASE WHEN c.relpages > 0 AND c.reltuples >= 0 "
+    "THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::float8) "
+    "ELSE GREATEST(c.reltuples, 0) END), 0) AS rows, "
+    "COALESCE(sum(pg_total_relation_size(c.oid)), 0) AS bytes FROM pg_class AS c "
+    "WHERE (c.oid = CAST(:table AS regclass) AND c.relkind = 'r') "
+    "OR c.oid IN (SELECT relid FROM pg_partition_tree(CAST(:table AS regclass)) WHERE isleaf)"
+)
+
+
 @dataclass(frozen=True)
 class TableSize:
     rows: float
@@ -58,17 +72,7 @@ async def shared_table_sizes(tdb: TenantDB) -> dict[str, TableSize]:
     sizes: dict[str, TableSize] = {}
     async with tdb.shared_engine.connect() as connection:
         for table in SHARED_TABLES:
-            row = (
-                await connection.execute(
-                    text(
-                        "SELECT COALESCE(sum(GREATEST(c.reltuples, 0)), 0) AS rows, "
-                        "COALESCE(sum(pg_total_relation_size(c.oid)), 0) AS bytes "
-                        "FROM pg_partition_tree(CAST(:table AS regclass)) AS p "
-                        "JOIN pg_class AS c ON c.oid = p.relid WHERE p.isleaf"
-                    ),
-                    {"table": table},
-                )
-            ).one()
+            row = (await connection.execute(_TABLE_SIZE, {"table": table})).one()
             sizes[table] = TableSize(float(row.rows), int(row.bytes))
     return sizes
 
