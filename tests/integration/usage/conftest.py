@@ -45,11 +45,32 @@ def usage_settings(stack_env: dict[str, str], **overrides: Any) -> UsageSettings
     return UsageSettings(**(values | overrides))
 
 
+Offsets = dict[tuple[str, int], int]
+
+
+async def start_group_at(stack_env: dict[str, str], group_id: str, offsets: Offsets) -> None:
+    """Store the group's offsets as if it had applied everything before `offsets` (what the topics
+    held when the test began): a group of one test does not read every earlier test's events."""
+    connection = await asyncpg.connect(role_url(stack_env, "usage"))
+    try:
+        await connection.executemany(
+            "INSERT INTO usage_offsets (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, $4)",
+            [(group_id, topic, partition, offset) for (topic, partition), offset in offsets.items()],
+        )
+    finally:
+        await connection.close()
+
+
 @asynccontextmanager
 async def usage_app(
-    stack_env: dict[str, str], *, clock: Clock = utc_now, **overrides: Any
+    stack_env: dict[str, str], *, clock: Clock = utc_now, start_at: Offsets | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    app = create_app(usage_settings(stack_env, **overrides), clock=clock)
+    """`start_at`: the topics' offsets to start from (`await end_offsets(...)` taken before the test
+    published); None reads them from the beginning (a replay of everything)."""
+    settings = usage_settings(stack_env, **overrides)
+    if start_at is not None:
+        await start_group_at(stack_env, settings.usage_group_id, start_at)
+    app = create_app(settings, clock=clock)
     async with serve(app) as client:
         yield app, client
 
@@ -154,7 +175,7 @@ async def publish(
         await producer.stop()
 
 
-async def end_offsets(bootstrap: str, names: Iterable[str] = CONSUMED) -> dict[tuple[str, int], int]:
+async def end_offsets(bootstrap: str, names: Iterable[str] = CONSUMED) -> Offsets:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:

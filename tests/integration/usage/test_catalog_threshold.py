@@ -15,7 +15,7 @@ from catalog.app import create_app as create_catalog
 from events import topics
 
 from tests.integration.catalog.conftest import TENANT_HEADER, catalog_settings
-from tests.integration.usage.conftest import counts_of, new_tenants, usage_app, wait_consumed
+from tests.integration.usage.conftest import counts_of, end_offsets, new_tenants, usage_app, wait_consumed
 from tests.support.apps import serve
 from tests.support.databases import role_url
 from tests.support.kafka import Seen, watch
@@ -41,7 +41,7 @@ async def test_ten_thousand_products_through_catalog_cross_once(stack_env: dict[
     headers = {TENANT_HEADER: str(tenant_id)}
     catalog = create_catalog(catalog_settings(stack_env))
     async with watch(bootstrap, topics.THRESHOLDS) as seen, serve(catalog) as shop:
-        async with usage_app(stack_env) as (app, client):
+        async with usage_app(stack_env, start_at=await end_offsets(bootstrap)) as (app, client):
             for batch in range(PRODUCTS // 1000):
                 items = [{"name": f"p{batch}-{i}", "price": "1.00"} for i in range(1000)]
                 response = await shop.post(

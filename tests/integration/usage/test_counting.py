@@ -15,6 +15,7 @@ from events import dead_letter, topics
 from tests.integration.usage.conftest import (
     Counts,
     counts_of,
+    end_offsets,
     new_tenants,
     order_placed,
     product_event,
@@ -79,8 +80,9 @@ async def test_the_same_events_published_twice_count_once(stack_env: dict[str, s
     now = datetime.now(UTC)
     events = mixed_events(tenants, now)
     bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
-    await publish(bootstrap, events)
-    async with usage_app(stack_env) as (app, client):
+    mark = await end_offsets(bootstrap)
+    await publish(bootstrap, events + events[::7])  # duplicates within what one batch reads, too
+    async with usage_app(stack_env, start_at=mark) as (app, client):
         group = app.state.settings.usage_group_id
         await wait_consumed(stack_env, group)
         first = {t: await counts_of(stack_env, t) for t in tenants}
@@ -132,7 +134,7 @@ async def test_late_out_of_order_events_land_in_their_own_day_and_month(stack_en
     random.Random(3).shuffle(events)
     late, early = events[: len(events) // 2], events[len(events) // 2 :]
     bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
-    async with usage_app(stack_env) as (app, client):
+    async with usage_app(stack_env, start_at=await end_offsets(bootstrap)) as (app, client):
         group = app.state.settings.usage_group_id
         await publish(bootstrap, early)
         await wait_consumed(stack_env, group)
@@ -162,7 +164,11 @@ async def test_malformed_events_are_dead_lettered_and_the_consumer_goes_on(stack
     no_tenant["tenant_id"] = "not-a-uuid"
     good = [requests_counted(tenant_id, 7, now), requests_counted(tenant_id, 8, now)]
     bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
-    async with usage_app(stack_env) as (app, _), watch(bootstrap, topics.dlq(topics.REQUESTS)) as letters:
+    mark = await end_offsets(bootstrap)
+    async with (
+        usage_app(stack_env, start_at=mark) as (app, _),
+        watch(bootstrap, topics.dlq(topics.REQUESTS)) as letters,
+    ):
         group = app.state.settings.usage_group_id
         bad = [
             b"{not json " + uuid.uuid4().hex.encode(),

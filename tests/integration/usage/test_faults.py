@@ -23,6 +23,7 @@ from tests.integration.usage.conftest import (
     product_event,
     publish,
     requests_counted,
+    start_group_at,
     wait_consumed,
 )
 from tests.support.databases import role_url
@@ -111,12 +112,13 @@ async def test_sigkill_mid_backlog_several_times_counts_exactly(
     events = backlog(tenants, 40_000, seed=11)
     bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
     group_id = f"usage-kill-{uuid.uuid4().hex[:10]}"
-    before = sum((await end_offsets(bootstrap)).values())
+    mark = await end_offsets(bootstrap)
+    await start_group_at(stack_env, group_id, mark)
+    before = sum(mark.values())
     await publish(bootstrap, events)
-    total = before + len(events)
     for fraction in (0.2, 0.45, 0.7):
         process = start(stack_env, group_id, tmp_path / "usage.log")
-        await wait_applied(stack_env, group_id, int(total * fraction), process)
+        await wait_applied(stack_env, group_id, before + int(len(events) * fraction), process)
         process.kill()  # SIGKILL: a batch in flight is rolled back by the server
     process = start(stack_env, group_id, tmp_path / "usage.log")
     try:
@@ -133,7 +135,9 @@ async def test_two_consumers_in_one_group_one_killed_counts_exactly(
     events = backlog(tenants, 30_000, seed=12)
     bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
     group_id = f"usage-pair-{uuid.uuid4().hex[:10]}"
-    before = sum((await end_offsets(bootstrap)).values())
+    mark = await end_offsets(bootstrap)
+    await start_group_at(stack_env, group_id, mark)
+    before = sum(mark.values())
     first = start(stack_env, group_id, tmp_path / "first.log")
     second = start(stack_env, group_id, tmp_path / "second.log")
     try:

@@ -15,6 +15,7 @@ from tests.integration.usage.conftest import (
     FakeClock,
     counts_of,
     crossings_of,
+    end_offsets,
     envelope,
     new_tenants,
     product_event,
@@ -46,7 +47,10 @@ async def test_products_cross_once_replay_emits_none_and_falling_below_rearms(
     (tenant_id,) = await new_tenants(stack_env, 1)
     bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
     async with watch(bootstrap, topics.THRESHOLDS) as seen:
-        async with usage_app(stack_env, trigger_products=5) as (app, _):
+        async with usage_app(stack_env, trigger_products=5, start_at=await end_offsets(bootstrap)) as (
+            app,
+            _,
+        ):
             group = app.state.settings.usage_group_id
             await publish(bootstrap, [product_event("product.created", tenant_id) for _ in range(4)])
             await wait_consumed(stack_env, group)
@@ -148,7 +152,10 @@ async def test_plan_and_compliance_cross_on_each_change(stack_env: dict[str, str
         _tenant_updated(tenant_id, "basic", True),
         _tenant_updated(tenant_id, "enterprise", True),
     ]
-    async with watch(bootstrap, topics.THRESHOLDS) as seen, usage_app(stack_env) as (app, _):
+    async with (
+        watch(bootstrap, topics.THRESHOLDS) as seen,
+        usage_app(stack_env, start_at=await end_offsets(bootstrap)) as (app, _),
+    ):
         await publish(bootstrap, changes)
         await wait_consumed(stack_env, app.state.settings.usage_group_id)
         await seen.wait_for(lambda m: m in crossed(seen, tenant_id), count=3)

@@ -13,6 +13,7 @@ running total (created - deleted).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -80,7 +81,7 @@ def month_label(month: date) -> str:
 class Counted:
     """One event usage counts or follows, reduced to what it contributes."""
 
-    event_id: uuid.UUID
+    event_id: str  # canonical lowercase text: compared and sent as it is, never made a UUID object
     event_type: str
     tenant_id: uuid.UUID
     day: date  # UTC day of the event's own time
@@ -96,6 +97,20 @@ def _field(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) ->
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         raise InvalidEvent(f"{name}: missing or not a {getattr(kind, '__name__', kind)}")
     return value
+
+
+_CANONICAL_UUID: Final = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE
+)
+
+
+def _uuid_text(body: Mapping[str, Any], name: str) -> str:
+    """A UUID in its canonical text form (what every producer writes), lowercased; cheaper than a
+    UUID object per event, and PostgreSQL casts it."""
+    value: str = _field(body, name, str)
+    if _CANONICAL_UUID.fullmatch(value) is None:
+        raise InvalidEvent(f"{name}: not a UUID")
+    return value.lower()
 
 
 def _uuid(body: Mapping[str, Any], name: str) -> uuid.UUID:
@@ -132,7 +147,7 @@ def parse(value: bytes | None) -> Counted | None:
     event_type = _field(body, "event_type", str)
     if event_type not in COUNTED and event_type not in TENANT_STATE_EVENTS:
         return None
-    event_id = _uuid(body, "event_id")
+    event_id = _uuid_text(body, "event_id")
     tenant_id = _uuid(body, "tenant_id")
     data = _field(body, "data", dict)
     if event_type == REQUESTS_COUNTED:

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +53,7 @@ from usage.usecases import BatchResult, UsageService
 log = structlog.get_logger("usage.ingest")
 
 Batch = dict[Partition, list[tuple[int, Counted | None]]]
+Fetched = dict[TopicPartition, list[ConsumerRecord]]
 _LAG_INTERVAL_SECONDS = 15.0
 
 
@@ -81,7 +82,10 @@ class AggregatingConsumer:
         fetch_wait_ms: int = 100,
         attempts: int = 5,
         max_backoff: float = 5.0,
+        on_committed: Callable[[Fetched], None] | None = None,
     ) -> None:
+        """`on_committed(fetched)`: called with each batch once its transaction committed (the
+        benchmark times events with it)."""
         self._service = service
         self._bootstrap = bootstrap_servers
         self.group_id = group_id
@@ -91,6 +95,7 @@ class AggregatingConsumer:
         self._fetch_wait_ms = fetch_wait_ms
         self._attempts = attempts
         self._max_backoff = max_backoff
+        self._on_committed = on_committed
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -252,6 +257,8 @@ class AggregatingConsumer:
         for tp, records in fetched.items():
             if records:
                 self._positions[tp] = records[-1].offset + 1
+        if self._on_committed is not None:
+            self._on_committed(fetched)
         for event_type, count in result.counted.items():
             EVENTS_CONSUMED.labels(event_type).inc(count)
         for reason, count in (

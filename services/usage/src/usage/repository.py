@@ -84,15 +84,18 @@ async def save_offsets(
     )
 
 
+# Returns only the ids that were there before (usually none), not the thousands just inserted.
 _INSERT_SEEN = text(
-    "INSERT INTO usage_seen_events (event_id) SELECT unnest(CAST(:ids AS uuid[])) "
-    "ON CONFLICT DO NOTHING RETURNING event_id"
+    "WITH inserted AS (INSERT INTO usage_seen_events (event_id) SELECT unnest(CAST(:ids AS uuid[])) "
+    "ON CONFLICT DO NOTHING RETURNING event_id) "
+    "SELECT CAST(u.id AS text) AS event_id FROM unnest(CAST(:ids AS uuid[])) AS u(id) "
+    "EXCEPT SELECT CAST(event_id AS text) FROM inserted"
 )
 
 
-async def insert_seen(connection: AsyncConnection, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """The ids not seen before (now recorded); sorted first, so concurrent inserts of the same ids
-    wait for each other in one order."""
+async def insert_seen(connection: AsyncConnection, event_ids: Sequence[str]) -> set[str]:
+    """Records the ids (canonical lowercase text); returns those already recorded before. Sorted
+    first, so concurrent inserts of the same ids wait for each other in one order."""
     if not event_ids:
         return set()
     rows = (await connection.execute(_INSERT_SEEN, {"ids": sorted(set(event_ids))})).all()

@@ -95,9 +95,15 @@ class UsageService:
                     next_offsets[partition] = max(next_offsets.get(partition, start), offset + 1)
                     if event is not None:
                         events.append(event)
-            fresh = await repository.insert_seen(connection, [e.event_id for e in events])
+            seen_before = await repository.insert_seen(connection, [e.event_id for e in events])
+            fresh: list[Counted] = []
+            in_batch: set[str] = set()
+            for event in events:  # a duplicate within the batch counts once too
+                if event.event_id not in seen_before and event.event_id not in in_batch:
+                    in_batch.add(event.event_id)
+                    fresh.append(event)
             result.duplicates = len(events) - len(fresh)
-            events = [e for e in events if e.event_id in fresh]
+            events = fresh
             if events:
                 await self._count(connection, events, result)
             if next_offsets:
