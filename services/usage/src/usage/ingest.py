@@ -102,6 +102,7 @@ class AggregatingConsumer:
         self._stopping = asyncio.Event()
         self._lag_sampled = 0.0
         self._positions: dict[TopicPartition, int] = {}  # next offset after the last applied batch
+        self.first_fetch_at: float | None = None  # perf_counter of the first non-empty fetch
         self.batches = 0  # applied batches (tests and the benchmark read these)
         self.applied = 0
 
@@ -210,22 +211,47 @@ class AggregatingConsumer:
         )
 
     async def _loop(self) -> None:
+        """Fetch and parse batch N+1 while batch N's transaction runs (parsing is this process's CPU,
+        applying mostly PostgreSQL's): batches are still applied one at a time, in order."""
         consumer = self._consumer
         assert consumer is not None
-        while not self._stopping.is_set():
-            fetched = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
-            if fetched:
-                await self._handle(consumer, fetched)
-            await self._service.roll_month_if_due()
-            if time.monotonic() - self._lag_sampled > _LAG_INTERVAL_SECONDS:
-                await self._sample_lag(consumer)
+        pending: asyncio.Task[bool] | None = None
+        pending_partitions: set[TopicPartition] = set()
+        try:
+            while not self._stopping.is_set():
+                fetched = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+                if fetched:
+                    if self.first_fetch_at is None:
+                        self.first_fetch_at = time.perf_counter()
+                    prepared = self._parse(fetched)
+                    if pending is not None and not await pending:
+                        # The previous batch was sought back (not applied): nothing fetched after
+                        # it may be applied first. Its partitions are already sought to earlier
+                        # offsets; the others go back to this batch's start.
+                        self._seek_back(
+                            consumer, {tp: r for tp, r in fetched.items() if tp not in pending_partitions}
+                        )
+                        pending = None
+                        continue
+                    pending = asyncio.create_task(self._commit(consumer, fetched, prepared))
+                    pending_partitions = set(fetched)
+                elif pending is not None:
+                    await pending
+                    pending = None
+                await self._service.roll_month_if_due()
+                if time.monotonic() - self._lag_sampled > _LAG_INTERVAL_SECONDS:
+                    await self._sample_lag(consumer)
+            if pending is not None:
+                await pending
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
 
-    async def _handle(
-        self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord]]
-    ) -> None:
+    def _parse(self, fetched: Fetched) -> tuple[Batch, list[tuple[ConsumerRecord, Exception]]]:
         batch: Batch = {}
         invalid: list[tuple[ConsumerRecord, Exception]] = []
-        ignored = 0
         for tp, records in fetched.items():
             entries = batch.setdefault((tp.topic, tp.partition), [])
             for record in records:
@@ -234,9 +260,22 @@ class AggregatingConsumer:
                 except InvalidEvent as refused:
                     invalid.append((record, refused))
                     event = None
-                if event is None:
-                    ignored += 1
                 entries.append((record.offset, event))
+        return batch, invalid
+
+    async def _handle(self, consumer: AIOKafkaConsumer, fetched: Fetched) -> bool:
+        return await self._commit(consumer, fetched, self._parse(fetched))
+
+    async def _commit(
+        self,
+        consumer: AIOKafkaConsumer,
+        fetched: Fetched,
+        prepared: tuple[Batch, list[tuple[ConsumerRecord, Exception]]],
+    ) -> bool:
+        """Dead letters, then the batch's transaction. False: not applied, the partitions sought
+        back to the batch's first offsets (read again)."""
+        batch, invalid = prepared
+        ignored = sum(1 for entries in batch.values() for _, event in entries if event is None)
         try:
             for record, refusal in invalid:
                 await self._dead_letter(record, refusal, Failure.INVALID, 1)
@@ -245,11 +284,11 @@ class AggregatingConsumer:
             log.warning("dead-letter publish failed; batch will be read again", error=repr(error)[:300])
             self._seek_back(consumer, fetched)
             await asyncio.sleep(self._backoff(1))
-            return
+            return False
         started = time.perf_counter()
         result = await self._apply(consumer, fetched, batch)
         if result is None:
-            return
+            return False
         APPLY_SECONDS.observe(time.perf_counter() - started)
         BATCH_SIZE.observe(sum(len(r) for r in fetched.values()))
         self.batches += 1
@@ -270,6 +309,7 @@ class AggregatingConsumer:
         ):
             if count:
                 SKIPPED.labels(reason).inc(count)
+        return True
 
     async def _apply(
         self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord]], batch: Batch
