@@ -66,6 +66,7 @@ EXPECTED_TABLES: dict[History, set[str]] = {
     },
 }
 
+
 def _platform_metadata() -> MetaData:
     """The platform tables and usage's own (declared apart: tenantschema.usage)."""
     combined = MetaData()
