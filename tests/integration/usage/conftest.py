@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -19,7 +21,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from devstack.config import load_config
+from devstack.services import running
 from events import topics
 from fastapi import FastAPI
 from usage.app import create_app
@@ -31,6 +36,22 @@ from tests.integration.tenantdb.conftest import create_tenant, dedicated_secret
 from tests.support.apps import serve
 from tests.support.databases import role_settings, role_url
 from tests.support.relay import relay_settings
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _stack_usage_paused(stack_env: dict[str, str]) -> Iterator[None]:
+    """The stack's own usage service (when `make up` started it: CI) is paused while these tests run.
+    Counting stays exact with it running (event ids are deduplicated across groups), but it would
+    race the tests' apps to apply their events with its own triggers and clock (the tests lower the
+    triggers and move the clock). SIGSTOP/SIGCONT: paused, not ended; it catches up afterwards."""
+    pid = running(load_config()).get("usage")
+    if pid is not None:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
 
 
 def usage_settings(stack_env: dict[str, str], **overrides: Any) -> UsageSettings:

@@ -167,3 +167,30 @@ async def test_plan_and_compliance_cross_on_each_change(stack_env: dict[str, str
         ("plan_enterprise", "episode-1"),
         ("plan_enterprise", "episode-2"),
     ]
+
+
+async def test_events_counted_by_another_group_are_judged_with_this_groups_triggers(
+    stack_env: dict[str, str],
+) -> None:
+    """A group that finds the events already counted (by a group with other triggers: the stack's own
+    usage service, say) still judges the counters they touched."""
+    (tenant_id,) = await new_tenants(stack_env, 1)
+    bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
+    mark = await end_offsets(bootstrap)
+    await publish(bootstrap, [product_event("product.created", tenant_id) for _ in range(6)])
+    await publish(bootstrap, [requests_counted(tenant_id, 40, datetime.now(UTC)) for _ in range(3)])
+    async with watch(bootstrap, topics.THRESHOLDS) as seen:
+        async with usage_app(stack_env, start_at=mark) as (app, _):  # default triggers: nothing
+            await wait_consumed(stack_env, app.state.settings.usage_group_id)
+        assert await crossings_of(stack_env, tenant_id) == []
+        async with usage_app(
+            stack_env, start_at=mark, trigger_products=5, trigger_requests_per_month=100
+        ) as (
+            app,
+            _,
+        ):
+            await seen.wait_for(lambda m: m in crossed(seen, tenant_id), count=2)
+            await wait_consumed(stack_env, app.state.settings.usage_group_id)
+            await asyncio.sleep(RELAY_SETTLE_SECONDS)
+    assert sorted(m["data"]["metric"] for m in crossed(seen, tenant_id)) == ["products", "requests_per_month"]
+    assert (await counts_of(stack_env, tenant_id)).product_count == 6

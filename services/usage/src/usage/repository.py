@@ -192,6 +192,25 @@ _UPDATE_TENANTS = text(
 )
 
 
+async def month_totals(
+    connection: AsyncConnection, keys: Sequence[tuple[uuid.UUID, date]]
+) -> list[tuple[uuid.UUID, date, int]]:
+    """The stored totals of these (tenant, month) keys (those that have one)."""
+    if not keys:
+        return []
+    rows = (
+        await connection.execute(
+            text(
+                "SELECT m.tenant_id, m.month, m.requests_count FROM usage_monthly AS m "
+                "JOIN unnest(CAST(:t AS uuid[]), CAST(:m AS date[])) AS u(t, m) "
+                "ON m.tenant_id = u.t AND m.month = u.m"
+            ),
+            {"t": [k[0] for k in keys], "m": [k[1] for k in keys]},
+        )
+    ).all()
+    return [(row.tenant_id, row.month, row.requests_count) for row in rows]
+
+
 async def update_tenant_counters(
     connection: AsyncConnection, changes: Sequence[tuple[uuid.UUID, int, int | None]]
 ) -> dict[uuid.UUID, int]:

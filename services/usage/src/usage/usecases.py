@@ -97,15 +97,17 @@ class UsageService:
                         events.append(event)
             seen_before = await repository.insert_seen(connection, [e.event_id for e in events])
             fresh: list[Counted] = []
+            duplicates: list[Counted] = []
             in_batch: set[str] = set()
             for event in events:  # a duplicate within the batch counts once too
                 if event.event_id not in seen_before and event.event_id not in in_batch:
                     in_batch.add(event.event_id)
                     fresh.append(event)
-            result.duplicates = len(events) - len(fresh)
-            events = fresh
-            if events:
-                await self._count(connection, events, result)
+                else:
+                    duplicates.append(event)
+            result.duplicates = len(duplicates)
+            if fresh or duplicates:
+                await self._count(connection, fresh, duplicates, result)
             if next_offsets:
                 await repository.save_offsets(connection, group_id, next_offsets)
             await uow.commit()
@@ -122,18 +124,38 @@ class UsageService:
             )
         return result
 
-    async def _count(self, connection: Any, events: list[Counted], result: BatchResult) -> None:
-        tenants = await repository.lock_tenants(connection, sorted({e.tenant_id for e in events}))
+    async def _count(
+        self, connection: Any, events: list[Counted], duplicates: list[Counted], result: BatchResult
+    ) -> None:
+        """Counts `events`; `duplicates` (counted before, maybe by another group) count nothing, but
+        their tenants' counter thresholds are judged again on the current values: whoever counted
+        them may have judged with other triggers. (Not the plan and compliance transitions: those
+        follow the events themselves, and a replayed old transition must not open a new episode.)"""
+        revisit = [e for e in duplicates if e.event_type in domain.COUNTED]
+        touched = {e.tenant_id for e in events} | {e.tenant_id for e in revisit}
+        tenants = await repository.lock_tenants(connection, sorted(touched))
         live = {tenant_id for tenant_id, row in tenants.items() if row.status != _DELETED}
         kept = [e for e in events if e.tenant_id in live]
+        revisit = [e for e in revisit if e.tenant_id in live]
         result.unknown_tenant = len(events) - len(kept)
-        if not kept:
+        if not kept and not revisit:
             return
         batch = domain.aggregate(kept)
         result.counted = batch.counted
         result.applied = len(kept)
         await repository.add_daily(connection, batch.daily)
         totals = await repository.add_monthly(connection, batch.monthly)
+        added = {(t, m) for t, m, _ in totals}
+        again = sorted(
+            {
+                (e.tenant_id, domain.month_of(e.day))
+                for e in revisit
+                if e.event_type == domain.REQUESTS_COUNTED
+                and (e.tenant_id, domain.month_of(e.day)) not in added
+            },
+            key=lambda key: (str(key[0]), key[1]),
+        )
+        judged = totals + await repository.month_totals(connection, again)
         month = self.current_month()
         this_month = {tenant_id: total for tenant_id, m, total in totals if m == month}
         changes = [
@@ -144,24 +166,32 @@ class UsageService:
 
         limits = await self._limits(connection)
         decisions = Decisions()
-        for tenant_id, m, total in totals:
+        for tenant_id, m, total in judged:
             plan = limits.get(tenants[tenant_id].plan)
             decisions.crossings += domain.monthly_crossings(tenant_id, m, total, self.triggers, plan)
-        level_tenants = sorted(set(batch.product_delta) | set(batch.states))
+        # Products are judged where they moved, or where a duplicate says they may have.
+        recount = {
+            e.tenant_id for e in revisit if e.event_type in (domain.PRODUCT_CREATED, domain.PRODUCT_DELETED)
+        }
+        products = {
+            tenant_id: product_counts.get(tenant_id, tenants[tenant_id].product_count)
+            for tenant_id in set(batch.product_delta) | recount
+        }
+        level_tenants = sorted(set(products) | set(batch.states))
         if level_tenants:
             states = await repository.level_states(connection, level_tenants, domain.LEVEL_METRICS)
             tracker = LevelTracker(states, decisions)
             for tenant_id in level_tenants:
                 for event in batch.states.get(tenant_id, ()):
                     domain.observe_state(tracker, event)
-                if tenant_id in product_counts:
+                if tenant_id in products:
                     # The plan the tenant is on after this batch's state events (if any).
                     plan_name = next(
                         (e.plan for e in reversed(batch.states.get(tenant_id, [])) if e.plan),
                         tenants[tenant_id].plan,
                     )
                     domain.observe_products(
-                        tracker, tenant_id, product_counts[tenant_id], self.triggers, limits.get(plan_name)
+                        tracker, tenant_id, products[tenant_id], self.triggers, limits.get(plan_name)
                     )
         await self._record(connection, decisions, result)
 
