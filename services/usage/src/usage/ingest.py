@@ -238,7 +238,10 @@ class AggregatingConsumer:
                 elif pending is not None:
                     await pending
                     pending = None
-                await self._service.roll_month_if_due()
+                try:
+                    await self._service.roll_month_if_due()
+                except Exception as error:  # the database away: tried again next turn
+                    log.warning("month rollover not checked", error=repr(error)[:300])
                 if time.monotonic() - self._lag_sampled > _LAG_INTERVAL_SECONDS:
                     await self._sample_lag(consumer)
             if pending is not None:
