@@ -77,7 +77,7 @@ def month_label(month: date) -> str:
 # Parsing ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 µs more per event
 class Counted:
     """One event usage counts or follows, reduced to what it contributes."""
 
@@ -130,6 +130,52 @@ def _time(body: Mapping[str, Any], name: str) -> datetime:
     return moment
 
 
+_TENANT_IDS: dict[str, uuid.UUID] = {}  # text -> UUID, bounded: a few tenants carry most events
+_TENANT_IDS_MAX: Final = 100_000
+
+
+def _tenant_uuid(text: str) -> uuid.UUID:
+    found = _TENANT_IDS.get(text)
+    if found is None:
+        found = uuid.UUID(text)
+        if len(_TENANT_IDS) >= _TENANT_IDS_MAX:
+            _TENANT_IDS.clear()
+        _TENANT_IDS[text] = found
+    return found
+
+
+def _requests_counted(body: dict[str, Any]) -> Counted | None:
+    """The common event's fast path: plain lookups and type checks. None when anything is not as a
+    well-formed event has it; the validating path then says what is wrong."""
+    try:
+        event_id = body["event_id"]
+        tenant = body["tenant_id"]
+        data = body["data"]
+        count = data["count"]
+        start = data["window_start"]
+    except (KeyError, TypeError):
+        return None
+    if (
+        type(event_id) is not str
+        or type(tenant) is not str
+        or type(count) is not int
+        or count < 0
+        or type(start) is not str
+        or _CANONICAL_UUID.fullmatch(event_id) is None
+        or _CANONICAL_UUID.fullmatch(tenant) is None
+    ):
+        return None
+    try:
+        moment = datetime.fromisoformat(start)
+    except ValueError:
+        return None
+    offset = moment.utcoffset()
+    if offset is None:
+        return None
+    day = moment.date() if not offset else moment.astimezone(UTC).date()
+    return Counted(event_id.lower(), REQUESTS_COUNTED, _tenant_uuid(tenant.lower()), day, requests=count)
+
+
 def parse(value: bytes | None) -> Counted | None:
     """The envelope's contribution, or None for an event type usage does not follow.
 
@@ -144,6 +190,10 @@ def parse(value: bytes | None) -> Counted | None:
         raise InvalidEvent(f"not JSON: {error}") from error
     if not isinstance(body, dict):
         raise InvalidEvent("not a JSON object")
+    if body.get("event_type") == REQUESTS_COUNTED:
+        fast = _requests_counted(body)
+        if fast is not None:
+            return fast
     event_type = _field(body, "event_type", str)
     if event_type not in COUNTED and event_type not in TENANT_STATE_EVENTS:
         return None
