@@ -26,7 +26,7 @@ def _month(value: str | None) -> date | None:
     if value is None:
         return None
     year, month = value.split("-")
-    return date(int(year), int(month), 1)  # the pattern admits only valid months (years 0000-9999)
+    return date(int(year), int(month), 1)  # the pattern admits only valid months
 
 
 @router.get("/usage/{tenant_id}")

@@ -9,7 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 OrderBy = Literal["requests", "products", "storage"]
-MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+# Years 1000-2999: a month with a next month that Python dates can hold.
+MONTH_PATTERN = r"^[12][0-9]{3}-(0[1-9]|1[0-2])$"
 
 
 class DailyUsage(BaseModel):
