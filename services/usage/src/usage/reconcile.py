@@ -131,7 +131,8 @@ class Reconciler:
             except Exception as error:
                 log.warning("reconciliation round failed", error=repr(error)[:500])
 
-    async def round(self) -> None:
+    async def round(self, only: set[uuid.UUID] | None = None) -> None:
+        """Every tenant not deleted (`only`: just these, the others' last differences kept)."""
         sizes = await shared_table_sizes(self._tdb)
         drifting: dict[uuid.UUID, int] = {}
         after: uuid.UUID | None = None
@@ -140,6 +141,10 @@ class Reconciler:
             if not page:
                 break
             for tenant in page:
+                if only is not None and tenant.id not in only:
+                    if tenant.id in self._drift:
+                        drifting[tenant.id] = self._drift[tenant.id]
+                    continue
                 drift = await self._reconcile(tenant, sizes)
                 if drift:
                     drifting[tenant.id] = drift
