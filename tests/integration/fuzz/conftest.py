@@ -21,11 +21,13 @@ from fastapi import FastAPI
 from orders.app import create_app as create_orders
 from tenancy.app import create_app as create_tenancy
 from tenantschema.urls import libpq_url, with_database
+from usage.app import create_app as create_usage
 
 from tests.integration.catalog.conftest import catalog_settings
 from tests.integration.orders.conftest import orders_settings
 from tests.integration.tenancy.conftest import tenancy_settings
 from tests.integration.tenantdb.conftest import create_tenant
+from tests.integration.usage.conftest import end_offsets, start_group_at, usage_settings
 from tests.support import fuzz
 from tests.support.databases import role_url
 
@@ -196,10 +198,29 @@ def _orders(stack_env: dict[str, str]) -> FuzzTarget:
     return FuzzTarget(create_orders(orders_settings(stack_env)), {TENANT_HEADER: str(tenant_id)}, seed)
 
 
+def _usage(stack_env: dict[str, str]) -> FuzzTarget:
+    tenant_id = _run(create_tenant, role_url(stack_env, "tenancy"))
+    settings = usage_settings(stack_env, reconcile_enabled=False)
+    # Its consumer starts where the topics end: the fuzz is about the API, not the backlog.
+    offsets = _run(end_offsets, stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+    _run(start_group_at, stack_env, settings.usage_group_id, offsets)
+
+    def seed(session: requests.Session) -> fuzz.Prepare:
+        resources = {"GET /v1/usage/{tenant_id}": {"tenant_id": str(tenant_id)}}
+
+        def prepare(case: Any) -> None:
+            _point_at(case, resources)
+
+        return prepare
+
+    return FuzzTarget(create_usage(settings), seed=seed)
+
+
 FUZZ_TARGETS: dict[str, Callable[[dict[str, str]], FuzzTarget]] = {
     "tenancy": _tenancy,
     "catalog": _catalog,
     "orders": _orders,
+    "usage": _usage,
 }
 
 

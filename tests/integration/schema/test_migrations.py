@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, MetaData
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
-from tenantschema import migrations, platform
+from tenantschema import migrations, platform, usage
 from tenantschema.declarations import CURRENT
 from tenantschema.migrations import History
 from tenantschema.render import render_metadata
@@ -21,7 +21,7 @@ from tenantschema.urls import asyncpg_url
 from tests.support.databases import FreshDatabase
 
 HEADS: dict[History, str] = {
-    "platform": "platform_0004_roles",
+    "platform": "platform_0005_usage",
     "shared": "shared_0005_roles",
     "dedicated": "dedicated_0004_relay",
 }
@@ -38,6 +38,7 @@ EXPECTED_TABLES: dict[History, set[str]] = {
         "inbox",
         *RELAY_TABLES,
         "outbox_sweeps",
+        *usage.USAGE_TABLES,
     },
     "shared": {
         "products",
@@ -65,8 +66,17 @@ EXPECTED_TABLES: dict[History, set[str]] = {
     },
 }
 
+
+def _platform_metadata() -> MetaData:
+    """The platform tables and usage's own (declared apart: tenantschema.usage)."""
+    combined = MetaData()
+    for table in [*platform.metadata.sorted_tables, *usage.metadata.sorted_tables]:
+        table.to_metadata(combined)
+    return combined
+
+
 DECLARED: dict[History, MetaData] = {
-    "platform": platform.metadata,
+    "platform": _platform_metadata(),
     "shared": render_metadata(CURRENT, "shared"),
     "dedicated": render_metadata(CURRENT, "dedicated"),
 }

@@ -27,6 +27,7 @@ from tenancy.settings import TenancySettings
 from tenantdb import TenantDBSettings
 from tenantschema import migrations
 from tenantschema import roles as database_roles
+from usage.settings import UsageSettings
 
 from tests.unit.deploy.kustomize_lite import (
     CLUSTER_SCOPED_KINDS,
@@ -49,11 +50,12 @@ IMAGE = "tenant-platform"
 CONFIG_MAP = "platform-config"
 SECRET = "platform-database"
 # CONTRACT.md §1, default HTTP ports.
-CONTRACT_PORTS = {"tenancy": 8101, "catalog": 8102, "orders": 8103}
+CONTRACT_PORTS = {"tenancy": 8101, "catalog": 8102, "orders": 8103, "usage": 8104}
 SETTINGS: dict[str, list[type[BaseSettings]]] = {
     "tenancy": [TenancySettings],
     "catalog": [CatalogSettings, TenantDBSettings],  # catalog reads tenantdb's settings separately
     "orders": [OrdersSettings],
+    "usage": [UsageSettings, TenantDBSettings],  # its reconciler reads tenantdb's settings
 }
 SERVICE_SECRET_KEYS = {
     "PLATFORM_DATABASE_URL",
@@ -88,8 +90,8 @@ EXPECTED_TOPICS |= {t + ".dlq" for t in EXPECTED_TOPICS}
 KUSTOMIZATIONS = ("base", "infra", "overlays/dev", "overlays/prod")
 APP_RENDERS = ("base", "overlays/dev", "overlays/prod")
 REPLICAS = {
-    "overlays/dev": {"tenancy": 1, "catalog": 1, "orders": 1},
-    "overlays/prod": {"tenancy": 2, "catalog": 3, "orders": 3},
+    "overlays/dev": {"tenancy": 1, "catalog": 1, "orders": 1, "usage": 1},
+    "overlays/prod": {"tenancy": 2, "catalog": 3, "orders": 3, "usage": 2},
 }
 IMAGE_TAGS = {"base": "latest", "overlays/dev": "dev", "overlays/prod": "0.1.0"}
 BUILTIN_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "policy/v1"}

@@ -17,8 +17,8 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 import uvicorn
@@ -64,6 +64,15 @@ async def _bounded(step: str, work: Awaitable[None], seconds: float = SHUTDOWN_S
         log.error("shutdown step failed", step=step, error=repr(error))
 
 
+class Background(Protocol):
+    """Work a service runs beside its HTTP app for the app's lifetime (usage's aggregating consumer):
+    started after the relay, stopped before it, so what it records is still relayed."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 S = TypeVar("S", bound=ServiceSettings)
 U = TypeVar("U")
 
@@ -93,7 +102,8 @@ class Publication:
 
 @dataclass
 class TenantService(Generic[S, U]):
-    """What `create_tenant_service` built; `register` gets it to mount the subscriptions."""
+    """What `create_tenant_service` built; `register` gets it to mount the subscriptions (and may add
+    to `background`)."""
 
     settings: S
     tdb: TenantDB
@@ -101,17 +111,19 @@ class TenantService(Generic[S, U]):
     relay: OutboxRelay | None
     counter: RequestCounter
     usecases: U
+    background: list[Background] = field(default_factory=list)
 
 
 @dataclass
 class PlatformService(Generic[S, U]):
-    """What `create_platform_service` built."""
+    """What `create_platform_service` built; `register` may add to `background`."""
 
     settings: S
     db: PlatformDB
     broker: KafkaBroker
     relay: OutboxRelay | None
     usecases: U
+    background: list[Background] = field(default_factory=list)
 
 
 def create_tenant_service(
@@ -235,6 +247,7 @@ def _assemble(
     title = settings.service_name
     broker, relay = service.broker, service.relay
     counter = service.counter if isinstance(service, TenantService) else None
+    background = service.background
     checks: Mapping[str, Check] = {"database": database_check(database), "kafka": kafka_check(broker)}
 
     @contextlib.asynccontextmanager
@@ -246,12 +259,16 @@ def _assemble(
             await relay.start()
         if counter is not None:
             await counter.start()
+        for worker in background:
+            await worker.start()
         if freeze_gc:
             gc.collect()
             gc.freeze()
         try:
             yield
         finally:
+            for worker in reversed(background):
+                await _bounded(type(worker).__name__, worker.stop())
             if counter is not None:
                 await _bounded("request counter", counter.stop())  # flushes while the broker is up
             if relay is not None:

@@ -10,7 +10,9 @@ service apart is granted to its own role, by the `*_roles` Alembic revisions:
 - `tenancy_service`: `tenants` and `subscription_plans` SELECT, INSERT, UPDATE (deletes are soft).
 - `catalog_service`, `orders_service`: app_user's grants only (the directory columns suffice).
 - `usage_service`: UPDATE of `tenants.product_count`/`monthly_requests`, SELECT of the columns its
-  thresholds read; `tenant_usage_metrics` SELECT, INSERT, UPDATE.
+  thresholds read (compliance_isolation included); `tenant_usage_metrics`, `usage_offsets`,
+  `usage_monthly`, `usage_thresholds` SELECT, INSERT, UPDATE; `usage_seen_events` SELECT, INSERT,
+  DELETE (pruning).
 - `migrator_service`: UPDATE of the placement columns only, SELECT of what a placement plan reads;
   `tenant_migrations` SELECT, INSERT, UPDATE; `tenant_usage_metrics` SELECT.
 

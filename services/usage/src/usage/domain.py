@@ -1,0 +1,451 @@
+"""usage's rules, no I/O: parsing the events it counts, aggregating a batch per key, and deciding
+which thresholds a tenant crossed (and which it fell back below).
+
+Attribution is by the event's own time, never by processing time: a request window by its
+`window_start` (the first second it covers; a window merged while Kafka was away is attributed
+whole to the day it started), everything else by `occurred_at`; days and months are UTC.
+
+The daily row's counters are what happened that day: `requests_count` requests answered,
+`products_count` products created, `orders_count` orders placed. `tenants.product_count` is the
+running total (created - deleted).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from events.envelope import Envelope
+from events.failures import InvalidEvent
+
+Clock = Callable[[], datetime]
+
+REQUESTS_COUNTED: Final = "api.requests_counted"
+PRODUCT_CREATED: Final = "product.created"
+PRODUCT_DELETED: Final = "product.deleted"
+ORDER_PLACED: Final = "order.placed"
+TENANT_STATE_EVENTS: Final = frozenset({"tenant.created", "tenant.updated", "tenant.plan_changed"})
+# What usage counts; any other event type on its topics is consumed and ignored.
+COUNTED: Final = frozenset({REQUESTS_COUNTED, PRODUCT_CREATED, PRODUCT_DELETED, ORDER_PLACED})
+
+INT32_MAX: Final = 2**31 - 1  # tenants' and tenant_usage_metrics' integer columns saturate here
+
+# Metrics of tenant.threshold_crossed. Migration triggers:
+PRODUCTS: Final = "products"
+REQUESTS_PER_MONTH: Final = "requests_per_month"
+STORAGE_GB: Final = "storage_gb"
+PLAN_ENTERPRISE: Final = "plan_enterprise"
+COMPLIANCE_ISOLATION: Final = "compliance_isolation"
+# The plans' soft limits (subscription_plans.limits), distinct metrics:
+PLAN_MAX_PRODUCTS: Final = "plan_max_products"
+PLAN_MAX_REQUESTS: Final = "plan_max_requests_per_month"
+PLAN_MAX_STORAGE_GB: Final = "plan_max_storage_gb"
+LEVEL_METRICS: Final = (
+    PRODUCTS,
+    STORAGE_GB,
+    PLAN_ENTERPRISE,
+    COMPLIANCE_ISOLATION,
+    PLAN_MAX_PRODUCTS,
+    PLAN_MAX_STORAGE_GB,
+)
+MONTHLY_METRICS: Final = (REQUESTS_PER_MONTH, PLAN_MAX_REQUESTS)
+METRICS: Final = LEVEL_METRICS + MONTHLY_METRICS
+# tenant.threshold_crossed event ids: uuid5 of "<tenant>:<metric>:<period>" in this namespace.
+CROSSING_NAMESPACE: Final = uuid.UUID("8f2b6a52-6c1e-4d8e-9a53-2f8a3c1d0b47")
+PRODUCER: Final = "usage"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def month_of(day: date) -> date:
+    return day.replace(day=1)
+
+
+def month_label(month: date) -> str:
+    return f"{month.year:04d}-{month.month:02d}"
+
+
+# Parsing ---------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 µs more per event
+class Counted:
+    """One event usage counts or follows, reduced to what it contributes."""
+
+    event_id: str  # canonical lowercase text: compared and sent as it is, never made a UUID object
+    event_type: str
+    tenant_id: uuid.UUID
+    day: date  # UTC day of the event's own time
+    requests: int = 0
+    # tenant state events: the plan and compliance flag after the change (None: not carried)
+    plan: str | None = None
+    compliance_isolation: bool | None = None
+
+
+def _field(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    """`name` as the error names it (`data.count`); its last part is the key in `body`."""
+    value = body.get(name.rsplit(".", 1)[-1])
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise InvalidEvent(f"{name}: missing or not a {getattr(kind, '__name__', kind)}")
+    return value
+
+
+_CANONICAL_UUID: Final = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE
+)
+
+
+def _uuid_text(body: Mapping[str, Any], name: str) -> str:
+    """A UUID in its canonical text form (what every producer writes), lowercased; cheaper than a
+    UUID object per event, and PostgreSQL casts it."""
+    value: str = _field(body, name, str)
+    if _CANONICAL_UUID.fullmatch(value) is None:
+        raise InvalidEvent(f"{name}: not a UUID")
+    return value.lower()
+
+
+def _uuid(body: Mapping[str, Any], name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(_field(body, name, str))
+    except ValueError as error:
+        raise InvalidEvent(f"{name}: not a UUID") from error
+
+
+def _time(body: Mapping[str, Any], name: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(_field(body, name, str))
+    except ValueError as error:
+        raise InvalidEvent(f"{name}: not an RFC 3339 time") from error
+    if moment.tzinfo is None:
+        raise InvalidEvent(f"{name}: no time zone")
+    return moment
+
+
+_TENANT_IDS: dict[str, uuid.UUID] = {}  # text -> UUID, bounded: a few tenants carry most events
+_TENANT_IDS_MAX: Final = 100_000
+
+
+def _tenant_uuid(text: str) -> uuid.UUID:
+    found = _TENANT_IDS.get(text)
+    if found is None:
+        found = uuid.UUID(text)
+        if len(_TENANT_IDS) >= _TENANT_IDS_MAX:
+            _TENANT_IDS.clear()
+        _TENANT_IDS[text] = found
+    return found
+
+
+def _requests_counted(body: dict[str, Any]) -> Counted | None:
+    """The common event's fast path: plain lookups and type checks. None when anything is not as a
+    well-formed event has it; the validating path then says what is wrong."""
+    try:
+        event_id = body["event_id"]
+        tenant = body["tenant_id"]
+        data = body["data"]
+        count = data["count"]
+        start = data["window_start"]
+    except (KeyError, TypeError):
+        return None
+    if (
+        type(event_id) is not str
+        or type(tenant) is not str
+        or type(count) is not int
+        or count < 0
+        or type(start) is not str
+        or _CANONICAL_UUID.fullmatch(event_id) is None
+        or _CANONICAL_UUID.fullmatch(tenant) is None
+    ):
+        return None
+    try:
+        moment = datetime.fromisoformat(start)
+    except ValueError:
+        return None
+    offset = moment.utcoffset()
+    if offset is None:
+        return None
+    day = moment.date() if not offset else moment.astimezone(UTC).date()
+    return Counted(event_id.lower(), REQUESTS_COUNTED, _tenant_uuid(tenant.lower()), day, requests=count)
+
+
+def parse(value: bytes | None) -> Counted | None:
+    """The envelope's contribution, or None for an event type usage does not follow.
+
+    Raises InvalidEvent (dead-lettered) for anything that is not a contract envelope or whose data
+    lacks what usage needs. Hand-written rather than `Envelope.model_validate_json`: this runs for
+    every event and is the consumer's first cost after the read (the benchmark's usage.aggregate)."""
+    if not value:
+        raise InvalidEvent("empty message")
+    try:
+        body = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidEvent(f"not JSON: {error}") from error
+    if not isinstance(body, dict):
+        raise InvalidEvent("not a JSON object")
+    if body.get("event_type") == REQUESTS_COUNTED:
+        fast = _requests_counted(body)
+        if fast is not None:
+            return fast
+    event_type = _field(body, "event_type", str)
+    if event_type not in COUNTED and event_type not in TENANT_STATE_EVENTS:
+        return None
+    event_id = _uuid_text(body, "event_id")
+    tenant_id = _uuid(body, "tenant_id")
+    data = _field(body, "data", dict)
+    if event_type == REQUESTS_COUNTED:
+        count = _field(data, "data.count", int)
+        if count < 0:
+            raise InvalidEvent("data.count: negative")
+        start = _time(data, "data.window_start")
+        return Counted(event_id, event_type, tenant_id, start.astimezone(UTC).date(), requests=count)
+    day = _time(body, "occurred_at").astimezone(UTC).date()
+    if event_type in TENANT_STATE_EVENTS:
+        plan = data.get("new_plan") if event_type == "tenant.plan_changed" else data.get("plan")
+        compliance = data.get("compliance_isolation")
+        return Counted(
+            event_id,
+            event_type,
+            tenant_id,
+            day,
+            plan=plan if isinstance(plan, str) else None,
+            compliance_isolation=compliance if isinstance(compliance, bool) else None,
+        )
+    return Counted(event_id, event_type, tenant_id, day)
+
+
+# Aggregation -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class DayCounts:
+    requests: int = 0
+    products_created: int = 0
+    orders: int = 0
+
+
+@dataclass
+class Aggregate:
+    """A batch reduced to one entry per key, each list sorted by key (upserts in key order cannot
+    deadlock against each other, and touch each key once: ON CONFLICT's rule)."""
+
+    daily: list[tuple[uuid.UUID, date, DayCounts]]
+    monthly: list[tuple[uuid.UUID, date, int]]
+    product_delta: dict[uuid.UUID, int]
+    # Per tenant, its state events in their order (a tenant's events share one partition).
+    states: dict[uuid.UUID, list[Counted]]
+    counted: dict[str, int]  # events per type
+
+    @property
+    def tenants(self) -> list[uuid.UUID]:
+        touched = {t for t, _, _ in self.daily} | set(self.product_delta) | set(self.states)
+        return sorted(touched)
+
+
+def aggregate(events: Iterable[Counted]) -> Aggregate:
+    daily: dict[tuple[uuid.UUID, date], DayCounts] = defaultdict(DayCounts)
+    monthly: dict[tuple[uuid.UUID, date], int] = defaultdict(int)
+    product_delta: dict[uuid.UUID, int] = defaultdict(int)
+    states: dict[uuid.UUID, list[Counted]] = defaultdict(list)
+    counted: dict[str, int] = defaultdict(int)
+    for event in events:
+        counted[event.event_type] += 1
+        kind = event.event_type
+        if kind == REQUESTS_COUNTED:
+            if event.requests:
+                daily[(event.tenant_id, event.day)].requests += event.requests
+                monthly[(event.tenant_id, month_of(event.day))] += event.requests
+        elif kind == PRODUCT_CREATED:
+            daily[(event.tenant_id, event.day)].products_created += 1
+            product_delta[event.tenant_id] += 1
+        elif kind == PRODUCT_DELETED:
+            product_delta[event.tenant_id] -= 1
+        elif kind == ORDER_PLACED:
+            daily[(event.tenant_id, event.day)].orders += 1
+        else:
+            states[event.tenant_id].append(event)
+    return Aggregate(
+        daily=[
+            (t, d, c) for (t, d), c in sorted(daily.items(), key=lambda item: (str(item[0][0]), item[0][1]))
+        ],
+        monthly=[
+            (t, m, n) for (t, m), n in sorted(monthly.items(), key=lambda item: (str(item[0][0]), item[0][1]))
+        ],
+        product_delta=dict(product_delta),
+        states=dict(states),
+        counted=dict(counted),
+    )
+
+
+# Thresholds ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Triggers:
+    """The migration triggers (CONTRACT.md §4 defaults; settings make them configurable)."""
+
+    products: int = 10_000
+    requests_per_month: int = 100_000
+    storage_gb: float = 10.0
+
+
+@dataclass(frozen=True)
+class PlanLimits:
+    """A plan's soft limits (subscription_plans.limits); None: unlimited (the seed's -1)."""
+
+    max_products: int | None
+    max_requests_per_month: int | None
+    max_storage_gb: float | None
+
+    @classmethod
+    def from_limits(cls, limits: Mapping[str, Any]) -> PlanLimits:
+        def limit(name: str) -> Any:
+            value = limits.get(name)
+            return None if not isinstance(value, int | float) or value < 0 else value
+
+        return cls(limit("max_products"), limit("max_requests_per_month"), limit("max_storage_gb"))
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    tenant_id: uuid.UUID
+    metric: str
+    period: str
+    value: Decimal
+    threshold: Decimal
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        """Derived from the crossing's unique key: every replay names the same event."""
+        return crossing_event_id(self.tenant_id, self.metric, self.period)
+
+    def envelope(self, occurred_at: datetime) -> Envelope:
+        return Envelope(
+            event_id=self.event_id,
+            event_type="tenant.threshold_crossed",
+            tenant_id=self.tenant_id,
+            occurred_at=occurred_at,
+            producer=PRODUCER,
+            data={
+                "metric": self.metric,
+                "value": float(self.value) if self.value != self.value.to_integral() else int(self.value),
+                "threshold": float(self.threshold)
+                if self.threshold != self.threshold.to_integral()
+                else int(self.threshold),
+                "period": self.period,
+            },
+        )
+
+
+def crossing_event_id(tenant_id: uuid.UUID, metric: str, period: str) -> uuid.UUID:
+    return uuid.uuid5(CROSSING_NAMESPACE, f"{tenant_id}:{metric}:{period}")
+
+
+@dataclass(slots=True)
+class LevelState:
+    """Where a level metric stands for a tenant: crossings so far, and whether the last is open."""
+
+    episodes: int = 0
+    open: bool = False
+
+
+@dataclass
+class Decisions:
+    crossings: list[Crossing] = field(default_factory=list)
+    # (tenant, metric, period) of level crossings the value fell back below
+    resolved: list[tuple[uuid.UUID, str, str]] = field(default_factory=list)
+
+
+def episode_period(n: int) -> str:
+    return f"episode-{n}"
+
+
+def _decimal(value: float | int) -> Decimal:
+    return Decimal(str(value))
+
+
+class LevelTracker:
+    """Level metrics cross once until the value falls back below, then may cross again: each crossing
+    is an episode (period `episode-N`), its key unique in the database."""
+
+    def __init__(self, states: Mapping[tuple[uuid.UUID, str], LevelState], decisions: Decisions) -> None:
+        self._states = dict(states)
+        self._decisions = decisions
+
+    def observe(
+        self, tenant_id: uuid.UUID, metric: str, value: float | int, threshold: float | int | None
+    ) -> None:
+        if threshold is None:
+            return
+        state = self._states.setdefault((tenant_id, metric), LevelState())
+        if value >= threshold and not state.open:
+            state.episodes += 1
+            state.open = True
+            self._decisions.crossings.append(
+                Crossing(
+                    tenant_id, metric, episode_period(state.episodes), _decimal(value), _decimal(threshold)
+                )
+            )
+        elif value < threshold and state.open:
+            state.open = False
+            self._decisions.resolved.append((tenant_id, metric, episode_period(state.episodes)))
+
+
+def monthly_crossings(
+    tenant_id: uuid.UUID, month: date, total: int, triggers: Triggers, limits: PlanLimits | None
+) -> list[Crossing]:
+    """Requests cross once per calendar month: the period is the month, so a second crossing of the
+    same month is the same key (ON CONFLICT DO NOTHING in the database)."""
+    period = month_label(month)
+    found = []
+    if total >= triggers.requests_per_month:
+        found.append(
+            Crossing(
+                tenant_id, REQUESTS_PER_MONTH, period, Decimal(total), Decimal(triggers.requests_per_month)
+            )
+        )
+    if (
+        limits is not None
+        and limits.max_requests_per_month is not None
+        and total >= limits.max_requests_per_month
+    ):
+        found.append(
+            Crossing(
+                tenant_id, PLAN_MAX_REQUESTS, period, Decimal(total), _decimal(limits.max_requests_per_month)
+            )
+        )
+    return found
+
+
+def observe_products(
+    tracker: LevelTracker, tenant_id: uuid.UUID, count: int, triggers: Triggers, limits: PlanLimits | None
+) -> None:
+    tracker.observe(tenant_id, PRODUCTS, count, triggers.products)
+    tracker.observe(tenant_id, PLAN_MAX_PRODUCTS, count, limits.max_products if limits else None)
+
+
+def observe_storage(
+    tracker: LevelTracker,
+    tenant_id: uuid.UUID,
+    gigabytes: float,
+    triggers: Triggers,
+    limits: PlanLimits | None,
+) -> None:
+    tracker.observe(tenant_id, STORAGE_GB, gigabytes, triggers.storage_gb)
+    tracker.observe(tenant_id, PLAN_MAX_STORAGE_GB, gigabytes, limits.max_storage_gb if limits else None)
+
+
+def observe_state(tracker: LevelTracker, event: Counted) -> None:
+    """Plan and compliance cross on each change to them: enterprise (or isolation) set opens an
+    episode, unset closes it, set again opens the next."""
+    if event.plan is not None:
+        tracker.observe(event.tenant_id, PLAN_ENTERPRISE, 1 if event.plan == "enterprise" else 0, 1)
+    if event.compliance_isolation is not None:
+        tracker.observe(event.tenant_id, COMPLIANCE_ISOLATION, 1 if event.compliance_isolation else 0, 1)

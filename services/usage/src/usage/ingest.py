@@ -1,0 +1,458 @@
+"""usage's aggregating consumer: a plain aiokafka loop the service owns (started in its lifespan, as
+the outbox relay is), not a FastStream subscriber.
+
+Why not FastStream's batch subscriber: it flattens `getmany()` across partitions, its `ack()`
+commits every fetched position rather than the batch's, `nack()` seeks only the first record's
+partition, and it has no rebalance hook to seek to offsets stored elsewhere. Exactness here needs
+exactly those three things, so the loop holds the consumer itself:
+
+- Offsets live in the database (`usage_offsets`), written in the transaction that applied the
+  records (usecases.apply_batch); Kafka's committed offsets are never written nor trusted. On every
+  assignment the `ConsumerRebalanceListener` (awaited by aiokafka before `getmany` returns more)
+  seeks each partition to its stored offset. A crash mid-batch rolls the transaction back and the
+  records are read again from the stored offset; a rebalance that lets two members hold a
+  partition for a moment is settled by the locked offset row (the later one skips what the earlier
+  applied).
+- A batch is one `getmany()` (all partitions it returned) applied in one transaction.
+- A message that cannot be parsed goes to `<topic>.dlq` (the headers of events.dead_letter), awaited
+  with an acks=all producer, before the batch that moves past it commits. A database failure that
+  passes by itself (events.failures) is waited out with backoff, the partitions sought back to the
+  batch's first offsets; one that does not is narrowed down to its record by applying the batch
+  record by record, and that record is dead-lettered after `attempts` failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from events import dead_letter
+from events.failures import Failure, InvalidEvent, classify
+from events.lag import CONSUMER_LAG
+from events.topics import dlq
+
+from usage import domain
+from usage.domain import Counted
+from usage.metrics import APPLY_SECONDS, BATCH_SIZE, EVENTS_CONSUMED, SKIPPED
+from usage.repository import Partition
+from usage.usecases import BatchResult, UsageService
+
+log = structlog.get_logger("usage.ingest")
+
+Batch = dict[Partition, list[tuple[int, Counted | None]]]
+Fetched = dict[TopicPartition, list[ConsumerRecord]]
+_LAG_INTERVAL_SECONDS = 15.0
+
+
+class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: AggregatingConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        # Nothing to commit: what was applied is in the database with its offsets.
+        log.info("partitions revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._owner.seek_to_stored(list(assigned))
+
+
+class AggregatingConsumer:
+    def __init__(
+        self,
+        service: UsageService,
+        *,
+        bootstrap_servers: str,
+        group_id: str,
+        topics: Sequence[str],
+        client_id: str,
+        max_records: int = 5000,
+        fetch_wait_ms: int = 100,
+        attempts: int = 5,
+        max_backoff: float = 5.0,
+        on_committed: Callable[[Fetched], None] | None = None,
+    ) -> None:
+        """`on_committed(fetched)`: called with each batch once its transaction committed (the
+        benchmark times events with it)."""
+        self._service = service
+        self._bootstrap = bootstrap_servers
+        self.group_id = group_id
+        self._topics = list(topics)
+        self._client_id = client_id
+        self._max_records = max_records
+        self._fetch_wait_ms = fetch_wait_ms
+        self._attempts = attempts
+        self._max_backoff = max_backoff
+        self._on_committed = on_committed
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._lag_sampled = 0.0
+        self._positions: dict[TopicPartition, int] = {}  # next offset after the last applied batch
+        self.first_fetch_at: float | None = None  # perf_counter of the first non-empty fetch
+        self.batches = 0  # applied batches (tests and the benchmark read these)
+        self.applied = 0
+
+    async def start(self) -> None:
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name=f"usage-consumer:{self.group_id}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self._connect()
+                failures = 0
+                await self._loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                failures += 1
+                delay = self._backoff(failures)
+                log.warning(
+                    "usage consumer failed; reconnecting", error=repr(error)[:500], retry_in_seconds=delay
+                )
+                await self._close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        await self._close()
+
+    async def _connect(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self.group_id,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._fetch_wait_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            client_id=f"{self._client_id}:dlq",
+            acks="all",
+            enable_idempotence=True,
+        )
+        self._consumer, self._producer = consumer, producer
+        await producer.start()
+        consumer.subscribe(self._topics, listener=_SeekToStored(self))
+        await consumer.start()
+        log.info("usage consumer started", group=self.group_id, topics=self._topics)
+
+    async def _close(self) -> None:
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        for client in (consumer, producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+
+    def _backoff(self, attempt: int) -> float:
+        delay: float = min(self._max_backoff, 0.2 * 2 ** min(attempt - 1, 16))
+        return delay * random.uniform(0.8, 1.2)
+
+    async def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
+        """Position each assigned partition at the offset stored with the counts (the beginning when
+        none is stored). If the database cannot be asked, the partitions stay where the group's
+        reset puts them (the beginning): slower, still exact, since applying skips what is stored."""
+        consumer = self._consumer
+        if consumer is None or not partitions:
+            return
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        stored: dict[Partition, int] = {}
+        for attempt in range(1, 4):
+            try:
+                stored = await self._service.stored_offsets(self.group_id, keys)
+                break
+            except Exception as error:
+                log.warning("stored offsets not read", attempt=attempt, error=repr(error)[:300])
+                await asyncio.sleep(self._backoff(attempt))
+        fresh = []
+        for tp in partitions:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                fresh.append(tp)
+                self._positions[tp] = 0
+            else:
+                consumer.seek(tp, offset)
+                self._positions[tp] = offset
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)
+        log.info(
+            "partitions assigned",
+            group=self.group_id,
+            stored={f"{t}:{p}": o for (t, p), o in sorted(stored.items())},
+            from_beginning=sorted(f"{tp.topic}:{tp.partition}" for tp in fresh),
+        )
+
+    async def _loop(self) -> None:
+        """Fetch and parse batch N+1 while batch N's transaction runs (parsing is this process's CPU,
+        applying mostly PostgreSQL's): batches are still applied one at a time, in order."""
+        consumer = self._consumer
+        assert consumer is not None
+        pending: asyncio.Task[bool] | None = None
+        pending_partitions: set[TopicPartition] = set()
+        try:
+            while not self._stopping.is_set():
+                fetched = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+                if fetched:
+                    if self.first_fetch_at is None:
+                        self.first_fetch_at = time.perf_counter()
+                    prepared = self._parse(fetched)
+                    if pending is not None and not await pending:
+                        # The previous batch was sought back (not applied): nothing fetched after
+                        # it may be applied first. Its partitions are already sought to earlier
+                        # offsets; the others go back to this batch's start.
+                        self._seek_back(
+                            consumer, {tp: r for tp, r in fetched.items() if tp not in pending_partitions}
+                        )
+                        pending = None
+                        continue
+                    pending = asyncio.create_task(self._commit(consumer, fetched, prepared))
+                    pending_partitions = set(fetched)
+                elif pending is not None:
+                    await pending
+                    pending = None
+                try:
+                    await self._service.roll_month_if_due()
+                except Exception as error:  # the database away: tried again next turn
+                    log.warning("month rollover not checked", error=repr(error)[:300])
+                if time.monotonic() - self._lag_sampled > _LAG_INTERVAL_SECONDS:
+                    await self._sample_lag(consumer)
+            if pending is not None:
+                await pending
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
+
+    def _parse(self, fetched: Fetched) -> tuple[Batch, list[tuple[ConsumerRecord, Exception]]]:
+        batch: Batch = {}
+        invalid: list[tuple[ConsumerRecord, Exception]] = []
+        for tp, records in fetched.items():
+            entries = batch.setdefault((tp.topic, tp.partition), [])
+            for record in records:
+                try:
+                    event = domain.parse(record.value)
+                except InvalidEvent as refused:
+                    invalid.append((record, refused))
+                    event = None
+                entries.append((record.offset, event))
+        return batch, invalid
+
+    async def _handle(self, consumer: AIOKafkaConsumer, fetched: Fetched) -> bool:
+        return await self._commit(consumer, fetched, self._parse(fetched))
+
+    async def _commit(
+        self,
+        consumer: AIOKafkaConsumer,
+        fetched: Fetched,
+        prepared: tuple[Batch, list[tuple[ConsumerRecord, Exception]]],
+    ) -> bool:
+        """Dead letters, then the batch's transaction. False: not applied, the partitions sought
+        back to the batch's first offsets (read again)."""
+        batch, invalid = prepared
+        ignored = sum(1 for entries in batch.values() for _, event in entries if event is None)
+        try:
+            for record, refusal in invalid:
+                await self._dead_letter(record, refusal, Failure.INVALID, 1)
+        except Exception as error:
+            # The dead letter is not durable yet: nothing past it may be applied. Read it all again.
+            log.warning("dead-letter publish failed; batch will be read again", error=repr(error)[:300])
+            self._seek_back(consumer, fetched)
+            await asyncio.sleep(self._backoff(1))
+            return False
+        started = time.perf_counter()
+        result = await self._apply(consumer, fetched, batch)
+        if result is None:
+            return False
+        APPLY_SECONDS.observe(time.perf_counter() - started)
+        BATCH_SIZE.observe(sum(len(r) for r in fetched.values()))
+        self.batches += 1
+        self.applied += result.applied
+        for tp, records in fetched.items():
+            if records:
+                self._positions[tp] = records[-1].offset + 1
+        if self._on_committed is not None:
+            self._on_committed(fetched)
+        for event_type, count in result.counted.items():
+            EVENTS_CONSUMED.labels(event_type).inc(count)
+        for reason, count in (
+            ("below_offset", result.below_offset),
+            ("duplicate", result.duplicates),
+            ("unknown_tenant", result.unknown_tenant),
+            ("ignored", ignored - len(invalid)),
+            ("dead_lettered", len(invalid)),
+        ):
+            if count:
+                SKIPPED.labels(reason).inc(count)
+        return True
+
+    async def _apply(
+        self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord]], batch: Batch
+    ) -> BatchResult | None:
+        """Apply with retries; None when the batch was given up for now (sought back, read again)."""
+        errors = 0
+        transient = 0
+        while not self._stopping.is_set():
+            try:
+                return await self._service.apply_batch(self.group_id, batch)
+            except Exception as error:
+                kind = classify(error)
+                context = {
+                    "group": self.group_id,
+                    "records": sum(len(r) for r in batch.values()),
+                    "error": repr(error)[:500],
+                }
+                if kind is Failure.TRANSIENT:
+                    transient += 1
+                    delay = self._backoff(transient)
+                    log.warning("batch not applied (transient); retrying", retry_in_seconds=delay, **context)
+                    await asyncio.sleep(delay)
+                    continue
+                errors += 1
+                if errors < self._attempts:
+                    log.warning("batch not applied; retrying", attempt=errors, **context)
+                    await asyncio.sleep(self._backoff(errors))
+                    continue
+                log.error("batch keeps failing; applying it record by record", **context)
+                return await self._apply_one_by_one(fetched, batch)
+        self._seek_back(consumer, fetched)  # stopping: whatever was not applied is read again next time
+        return None
+
+    async def _apply_one_by_one(
+        self, fetched: dict[TopicPartition, list[ConsumerRecord]], batch: Batch
+    ) -> BatchResult:
+        total = BatchResult()
+        records = {(tp.topic, tp.partition, r.offset): r for tp, rs in fetched.items() for r in rs}
+        for partition, entries in batch.items():
+            for offset, event in entries:
+                result = await self._apply_single(records[(partition[0], partition[1], offset)], event)
+                total.applied += result.applied
+                total.below_offset += result.below_offset
+                total.duplicates += result.duplicates
+                total.unknown_tenant += result.unknown_tenant
+                total.crossings += result.crossings
+                for kind, count in result.counted.items():
+                    total.counted[kind] = total.counted.get(kind, 0) + count
+        return total
+
+    async def _apply_single(self, record: ConsumerRecord, event: Counted | None) -> BatchResult:
+        """One record: transient failures waited out, any other dead-letters it after `attempts`."""
+        single: Batch = {(record.topic, record.partition): [(record.offset, event)]}
+        errors = 0
+        while True:
+            try:
+                return await self._service.apply_batch(self.group_id, single)
+            except Exception as error:
+                if classify(error) is Failure.TRANSIENT:
+                    await asyncio.sleep(self._backoff(2))
+                    continue
+                errors += 1
+                if errors < self._attempts:
+                    await asyncio.sleep(self._backoff(errors))
+                    continue
+                await self._dead_letter(record, error, Failure.ERROR, errors)
+                single = {(record.topic, record.partition): [(record.offset, None)]}
+                errors = -(10**9)  # the record itself is out; only the offset is left to store
+
+    def _seek_back(
+        self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        for tp, records in fetched.items():
+            if records:
+                with contextlib.suppress(Exception):  # revoked meanwhile: its new owner seeks anyway
+                    consumer.seek(tp, records[0].offset)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord, error: Exception, kind: Failure, attempts: int
+    ) -> None:
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("no dead-letter producer")
+        event_id = dead_letter.event_id_of(record.value)
+        headers = {
+            dead_letter.ERROR: f"{type(error).__name__}: {error}"[:1000],
+            dead_letter.ERROR_KIND: kind.value,
+            dead_letter.ORIGINAL_TOPIC: record.topic,
+            dead_letter.ORIGINAL_PARTITION: str(record.partition),
+            dead_letter.ORIGINAL_OFFSET: str(record.offset),
+            dead_letter.GROUP: self.group_id,
+            dead_letter.ATTEMPTS: str(attempts),
+            dead_letter.DEAD_LETTERED_AT: datetime.now(UTC).isoformat(),
+        }
+        if event_id is not None:
+            headers[dead_letter.EVENT_ID] = event_id
+        await producer.send_and_wait(
+            dlq(record.topic),
+            value=record.value,
+            key=record.key,
+            headers=[(name, value.encode()) for name, value in headers.items()],
+        )
+        dead_letter.DEAD_LETTERED.labels(record.topic).inc()
+        dead_letter.count_outcome(record.topic, "dead_lettered")
+        log.error(
+            "message dead-lettered",
+            dlq=dlq(record.topic),
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            group=self.group_id,
+            event_id=event_id,
+            error=headers[dead_letter.ERROR],
+        )
+
+    def caught_up(self, topic: str) -> bool:
+        """Whether every partition of `topic` this process holds is applied up to its high watermark
+        (False when it holds none: it cannot tell)."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        held = [tp for tp in consumer.assignment() if tp.topic == topic]
+        if not held:
+            return False
+        for tp in held:
+            highwater = consumer.highwater(tp)
+            if highwater is None or (highwater > 0 and self._positions.get(tp, -1) < highwater):
+                return False
+        return True
+
+    async def _sample_lag(self, consumer: AIOKafkaConsumer) -> None:
+        self._lag_sampled = time.monotonic()
+        lag: dict[str, int] = dict.fromkeys(self._topics, 0)
+        try:
+            for tp in consumer.assignment():
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    lag[tp.topic] += max(0, highwater - await consumer.position(tp))
+        except Exception as error:
+            log.debug("consumer lag not sampled", error=repr(error))
+            return
+        for topic, value in lag.items():
+            CONSUMER_LAG.labels(self.group_id, topic).set(value)

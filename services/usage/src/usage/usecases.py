@@ -1,0 +1,321 @@
+"""What usage does, each a platform-database unit of work.
+
+`apply_batch` is the heart: one consumed batch (several partitions) in one transaction. The stored
+offsets of its partitions are locked first and every record below them is dropped (already applied:
+a redelivery after a crash or a rebalance); the remaining events' ids are inserted into
+`usage_seen_events` and only those new there are counted (a duplicate at another offset); the batch
+is aggregated per key and written with one upsert per table; thresholds are decided on the new
+values and each crossing inserted under its unique key, its event into the outbox; the partitions'
+new offsets are saved. All of it commits or none of it does, so a count and the position it was
+read up to can never disagree.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import structlog
+from events import topics
+from events.outbox import record
+from servicekit.errors import NotFound
+from servicekit.platform import PlatformDB
+
+from usage import domain, repository
+from usage.domain import Clock, Counted, Crossing, Decisions, LevelTracker, PlanLimits, Triggers
+from usage.metrics import THRESHOLDS_EMITTED
+from usage.repository import Partition
+
+log = structlog.get_logger("usage")
+
+_PLANS_TTL_SECONDS = 60.0
+_DELETED = "deleted"
+
+
+@dataclass
+class BatchResult:
+    applied: int = 0
+    below_offset: int = 0  # records under the stored offset (redelivered)
+    duplicates: int = 0  # event ids already counted
+    unknown_tenant: int = 0  # events of tenants unknown to the platform, or deleted
+    crossings: list[Crossing] = field(default_factory=list)
+    counted: dict[str, int] = field(default_factory=dict)
+
+
+def next_month(month: date) -> date:
+    return (month + timedelta(days=32)).replace(day=1)
+
+
+class UsageService:
+    def __init__(self, db: PlatformDB, *, triggers: Triggers, clock: Clock) -> None:
+        self._db = db
+        self.triggers = triggers
+        self.clock = clock
+        self._plans: dict[str, PlanLimits] = {}
+        self._plans_loaded = -_PLANS_TTL_SECONDS
+        self._rolled_month: date | None = None
+
+    def current_month(self) -> date:
+        return domain.month_of(self.clock().date())
+
+    async def _limits(self, connection: Any) -> dict[str, PlanLimits]:
+        if time.monotonic() - self._plans_loaded > _PLANS_TTL_SECONDS:
+            self._plans = await repository.plan_limits(connection)
+            self._plans_loaded = time.monotonic()
+        return self._plans
+
+    # The consumer's unit of work ---------------------------------------------------------------
+
+    async def stored_offsets(self, group_id: str, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        async with self._db.unit_of_work(readonly=True) as uow:
+            return await repository.read_offsets(uow.connection, group_id, partitions)
+
+    async def apply_batch(
+        self, group_id: str, batch: Mapping[Partition, Sequence[tuple[int, Counted | None]]]
+    ) -> BatchResult:
+        """`batch`: per partition, its records in offset order as (offset, event or None for one that
+        is not counted: ignored type, dead-lettered)."""
+        result = BatchResult()
+        async with self._db.unit_of_work() as uow:
+            connection = uow.connection
+            stored = await repository.lock_offsets(connection, group_id, list(batch))
+            events: list[Counted] = []
+            next_offsets: dict[Partition, int] = {}
+            for partition, records in batch.items():
+                start = stored.get(partition, -1)
+                for offset, event in records:
+                    if offset < start:
+                        result.below_offset += 1
+                        continue
+                    next_offsets[partition] = max(next_offsets.get(partition, start), offset + 1)
+                    if event is not None:
+                        events.append(event)
+            seen_before = await repository.insert_seen(connection, [e.event_id for e in events])
+            fresh: list[Counted] = []
+            duplicates: list[Counted] = []
+            in_batch: set[str] = set()
+            for event in events:  # a duplicate within the batch counts once too
+                if event.event_id not in seen_before and event.event_id not in in_batch:
+                    in_batch.add(event.event_id)
+                    fresh.append(event)
+                else:
+                    duplicates.append(event)
+            result.duplicates = len(duplicates)
+            if fresh or duplicates:
+                await self._count(connection, fresh, duplicates, result)
+            if next_offsets:
+                await repository.save_offsets(connection, group_id, next_offsets)
+            await uow.commit()
+        for crossing in result.crossings:
+            THRESHOLDS_EMITTED.labels(crossing.metric).inc()
+            log.info(
+                "threshold crossed",
+                tenant_id=str(crossing.tenant_id),
+                metric=crossing.metric,
+                period=crossing.period,
+                value=str(crossing.value),
+                threshold=str(crossing.threshold),
+                event_id=str(crossing.event_id),
+            )
+        return result
+
+    async def _count(
+        self, connection: Any, events: list[Counted], duplicates: list[Counted], result: BatchResult
+    ) -> None:
+        """Counts `events`; `duplicates` (counted before, maybe by another group) count nothing, but
+        their tenants' counter thresholds are judged again on the current values: whoever counted
+        them may have judged with other triggers. (Not the plan and compliance transitions: those
+        follow the events themselves, and a replayed old transition must not open a new episode.)"""
+        revisit = [e for e in duplicates if e.event_type in domain.COUNTED]
+        touched = {e.tenant_id for e in events} | {e.tenant_id for e in revisit}
+        tenants = await repository.lock_tenants(connection, sorted(touched))
+        live = {tenant_id for tenant_id, row in tenants.items() if row.status != _DELETED}
+        kept = [e for e in events if e.tenant_id in live]
+        revisit = [e for e in revisit if e.tenant_id in live]
+        result.unknown_tenant = len(events) - len(kept)
+        if not kept and not revisit:
+            return
+        batch = domain.aggregate(kept)
+        result.counted = batch.counted
+        result.applied = len(kept)
+        await repository.add_daily(connection, batch.daily)
+        totals = await repository.add_monthly(connection, batch.monthly)
+        added = {(t, m) for t, m, _ in totals}
+        again = sorted(
+            {
+                (e.tenant_id, domain.month_of(e.day))
+                for e in revisit
+                if e.event_type == domain.REQUESTS_COUNTED
+                and (e.tenant_id, domain.month_of(e.day)) not in added
+            },
+            key=lambda key: (str(key[0]), key[1]),
+        )
+        judged = totals + await repository.month_totals(connection, again)
+        month = self.current_month()
+        this_month = {tenant_id: total for tenant_id, m, total in totals if m == month}
+        changes = [
+            (tenant_id, batch.product_delta.get(tenant_id, 0), this_month.get(tenant_id))
+            for tenant_id in sorted(set(batch.product_delta) | set(this_month))
+        ]
+        product_counts = await repository.update_tenant_counters(connection, changes)
+
+        limits = await self._limits(connection)
+        decisions = Decisions()
+        for tenant_id, m, total in judged:
+            plan = limits.get(tenants[tenant_id].plan)
+            decisions.crossings += domain.monthly_crossings(tenant_id, m, total, self.triggers, plan)
+        # Products are judged where they moved, or where a duplicate says they may have.
+        recount = {
+            e.tenant_id for e in revisit if e.event_type in (domain.PRODUCT_CREATED, domain.PRODUCT_DELETED)
+        }
+        products = {
+            tenant_id: product_counts.get(tenant_id, tenants[tenant_id].product_count)
+            for tenant_id in set(batch.product_delta) | recount
+        }
+        level_tenants = sorted(set(products) | set(batch.states))
+        if level_tenants:
+            states = await repository.level_states(connection, level_tenants, domain.LEVEL_METRICS)
+            tracker = LevelTracker(states, decisions)
+            for tenant_id in level_tenants:
+                for event in batch.states.get(tenant_id, ()):
+                    domain.observe_state(tracker, event)
+                if tenant_id in products:
+                    # The plan the tenant is on after this batch's state events (if any).
+                    plan_name = next(
+                        (e.plan for e in reversed(batch.states.get(tenant_id, [])) if e.plan),
+                        tenants[tenant_id].plan,
+                    )
+                    domain.observe_products(
+                        tracker, tenant_id, products[tenant_id], self.triggers, limits.get(plan_name)
+                    )
+        await self._record(connection, decisions, result)
+
+    async def _record(self, connection: Any, decisions: Decisions, result: BatchResult) -> None:
+        inserted = await repository.insert_crossings(connection, decisions.crossings)
+        await repository.resolve_crossings(connection, decisions.resolved)
+        if inserted:
+            now = self.clock()
+            await record(connection, topics.THRESHOLDS, *(c.envelope(now) for c in inserted))
+        result.crossings += inserted
+
+    # Month rollover, reconciliation, housekeeping -------------------------------------------------
+
+    async def roll_month_if_due(self) -> int:
+        """At the first check of a new UTC month (and at start), `monthly_requests` becomes the new
+        month's total (0 until its first requests are counted)."""
+        month = self.current_month()
+        if month == self._rolled_month:
+            return 0
+        async with self._db.unit_of_work() as uow:
+            changed = await repository.roll_month(uow.connection, month)
+            await uow.commit()
+        self._rolled_month = month
+        if changed:
+            log.info("month rolled over", month=domain.month_label(month), tenants=changed)
+        return changed
+
+    async def prune_seen(self, *, retention_days: int, limit: int = 10_000) -> int:
+        async with self._db.unit_of_work() as uow:
+            pruned = await repository.prune_seen(uow.connection, older_than_days=retention_days, limit=limit)
+            await uow.commit()
+        return pruned
+
+    async def tenants_page(self, after: uuid.UUID | None, limit: int) -> list[Any]:
+        async with self._db.unit_of_work(readonly=True) as uow:
+            return await repository.tenants_page(uow.connection, after, limit)
+
+    async def reconcile_tenant(
+        self, tenant_id: uuid.UUID, *, product_correction: int, storage_gb: float | None
+    ) -> list[Crossing]:
+        """Correct `product_count` by `product_correction` and record today's storage estimate, then
+        decide the level thresholds on the new values; in one transaction with the tenant locked."""
+        result = BatchResult()
+        async with self._db.unit_of_work() as uow:
+            connection = uow.connection
+            tenants = await repository.lock_tenants(connection, [tenant_id])
+            row = tenants.get(tenant_id)
+            if row is None or row.status == _DELETED:
+                return []
+            limits = (await self._limits(connection)).get(row.plan)
+            states = await repository.level_states(connection, [tenant_id], domain.LEVEL_METRICS)
+            decisions = Decisions()
+            tracker = LevelTracker(states, decisions)
+            if product_correction:
+                count = await repository.set_product_count(connection, tenant_id, product_correction)
+                domain.observe_products(tracker, tenant_id, count, self.triggers, limits)
+            if storage_gb is not None:
+                gigabytes = Decimal(str(storage_gb)).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP)
+                await repository.set_storage(connection, tenant_id, self.clock().date(), gigabytes)
+                domain.observe_storage(tracker, tenant_id, float(gigabytes), self.triggers, limits)
+            await self._record(connection, decisions, result)
+            await uow.commit()
+        for crossing in result.crossings:
+            THRESHOLDS_EMITTED.labels(crossing.metric).inc()
+        return result.crossings
+
+    # Reads (the API) ------------------------------------------------------------------------------
+
+    async def usage_of(self, tenant_id: uuid.UUID, month: date | None) -> dict[str, Any]:
+        month = month or self.current_month()
+        async with self._db.unit_of_work(readonly=True) as uow:
+            connection = uow.connection
+            tenant = await repository.tenant_counters(connection, tenant_id)
+            if tenant is None:
+                raise NotFound("tenant not found", tenant_id=str(tenant_id))
+            daily = await repository.daily_rows(connection, tenant_id, month, next_month(month))
+            crossings = await repository.crossings_of(connection, tenant_id)
+            month_requests = await repository.month_total(connection, tenant_id, month)
+        return {
+            "tenant_id": tenant_id,
+            "product_count": tenant.product_count,
+            "monthly_requests": tenant.monthly_requests,
+            "month": domain.month_label(month),
+            "month_requests": month_requests,
+            "daily": [
+                {
+                    "date": row.metric_date,
+                    "requests_count": row.requests_count,
+                    "products_count": row.products_count,
+                    "orders_count": row.orders_count,
+                    "storage_used_gb": float(row.storage_used_gb),
+                }
+                for row in daily
+            ],
+            "thresholds_crossed": [
+                {
+                    "metric": row.metric,
+                    "period": row.period,
+                    "value": float(row.value),
+                    "threshold": float(row.threshold),
+                    "event_id": row.event_id,
+                    "crossed_at": row.crossed_at,
+                    "resolved_at": row.resolved_at,
+                }
+                for row in crossings
+            ],
+        }
+
+    async def busiest(self, *, month: date | None, order_by: str, limit: int) -> dict[str, Any]:
+        month = month or self.current_month()
+        async with self._db.unit_of_work(readonly=True) as uow:
+            rows = await repository.busiest(
+                uow.connection, order_by=order_by, month=month, end=next_month(month), limit=limit
+            )
+        return {
+            "month": domain.month_label(month),
+            "order_by": order_by,
+            "items": [
+                {
+                    "tenant_id": row.tenant_id,
+                    "requests_count": int(row.requests_count),
+                    "product_count": row.product_count,
+                    "storage_used_gb": float(row.storage_used_gb or 0),
+                }
+                for row in rows
+            ],
+        }

@@ -1,0 +1,211 @@
+"""usage counts exactly: a replayed set counts once, late and out-of-order events land in their own
+day and month, malformed ones go to the DLQ while the consumer goes on; the API reads it back."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+from events import dead_letter, topics
+
+from tests.integration.usage.conftest import (
+    Counts,
+    counts_of,
+    end_offsets,
+    new_tenants,
+    order_placed,
+    product_event,
+    publish,
+    requests_counted,
+    usage_app,
+    wait_consumed,
+)
+from tests.support.kafka import watch
+
+
+def expected_counts(events: list[dict[str, Any]], tenant_id: uuid.UUID, today: date) -> Counts:
+    """What the events say, computed here independently of usage's code."""
+    daily: dict[date, list[int]] = defaultdict(lambda: [0, 0, 0])
+    monthly: dict[date, int] = defaultdict(int)
+    products = 0
+    for event in events:
+        if event["tenant_id"] != str(tenant_id):
+            continue
+        kind = event["event_type"]
+        if kind == "api.requests_counted":
+            day = datetime.fromisoformat(event["data"]["window_start"]).astimezone(UTC).date()
+            daily[day][0] += event["data"]["count"]
+            monthly[day.replace(day=1)] += event["data"]["count"]
+            continue
+        day = datetime.fromisoformat(event["occurred_at"]).astimezone(UTC).date()
+        if kind == "product.created":
+            daily[day][1] += 1
+            products += 1
+        elif kind == "product.deleted":
+            products -= 1
+        elif kind == "order.placed":
+            daily[day][2] += 1
+    return Counts(
+        daily={d: (c[0], c[1], c[2]) for d, c in daily.items()},
+        monthly=dict(monthly),
+        product_count=products,
+        monthly_requests=monthly.get(today.replace(day=1), 0),
+    )
+
+
+def mixed_events(tenants: list[uuid.UUID], now: datetime) -> list[dict[str, Any]]:
+    rng = random.Random(7)
+    events: list[dict[str, Any]] = []
+    for tenant_id in tenants:
+        for i in range(60):
+            start = now - timedelta(hours=rng.randint(0, 60), seconds=i)
+            events.append(requests_counted(tenant_id, rng.randint(1, 50), start))
+        for _ in range(7):
+            events.append(
+                product_event("product.created", tenant_id, now - timedelta(hours=rng.randint(0, 60)))
+            )
+        for _ in range(2):
+            events.append(product_event("product.deleted", tenant_id, now))
+        for _ in range(4):
+            events.append(order_placed(tenant_id, now - timedelta(hours=rng.randint(0, 60))))
+    return events
+
+
+async def test_the_same_events_published_twice_count_once(stack_env: dict[str, str]) -> None:
+    tenants = await new_tenants(stack_env, 3)
+    now = datetime.now(UTC)
+    events = mixed_events(tenants, now)
+    bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
+    mark = await end_offsets(bootstrap)
+    await publish(bootstrap, events + events[::7])  # duplicates within what one batch reads, too
+    async with usage_app(stack_env, start_at=mark) as (app, client):
+        group = app.state.settings.usage_group_id
+        await wait_consumed(stack_env, group)
+        first = {t: await counts_of(stack_env, t) for t in tenants}
+        for tenant_id in tenants:
+            assert first[tenant_id] == expected_counts(events, tenant_id, now.date())
+
+        await publish(bootstrap, events)  # the same event ids again, at new offsets
+        await wait_consumed(stack_env, group)
+        for tenant_id in tenants:
+            assert await counts_of(stack_env, tenant_id) == first[tenant_id]
+
+        response = await client.get(f"/v1/usage/{tenants[0]}")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["tenant_id"] == str(tenants[0])
+        assert body["product_count"] == first[tenants[0]].product_count
+        assert body["monthly_requests"] == first[tenants[0]].monthly_requests
+        assert body["month"] == f"{now.year:04d}-{now.month:02d}"
+        month_days = {
+            d: c for d, c in first[tenants[0]].daily.items() if d.replace(day=1) == now.date().replace(day=1)
+        }
+        assert {
+            date.fromisoformat(d["date"]): (d["requests_count"], d["products_count"], d["orders_count"])
+            for d in body["daily"]
+            if (d["requests_count"], d["products_count"], d["orders_count"]) != (0, 0, 0)
+        } == month_days
+
+        busiest = await client.get("/v1/usage", params={"order_by": "requests", "limit": 200})
+        assert busiest.status_code == 200
+        assert {"month", "order_by", "items"} <= set(busiest.json())
+
+
+async def test_late_out_of_order_events_land_in_their_own_day_and_month(stack_env: dict[str, str]) -> None:
+    (tenant_id,) = await new_tenants(stack_env, 1)
+    edges = [
+        datetime(2026, 10, 31, 23, 59, 59, 900000, tzinfo=UTC),
+        datetime(2026, 11, 1, 0, 0, 0, tzinfo=UTC),
+        datetime(2026, 11, 15, 23, 59, 59, tzinfo=UTC),
+        datetime(2026, 11, 16, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(2026, 11, 30, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 12, 1, 0, 0, 0, tzinfo=UTC),
+    ]
+    # A window opened in another zone: attributed by its UTC day (23:30 on the 30th in UTC).
+    offset_zone = datetime(2026, 12, 1, 1, 30, tzinfo=UTC).astimezone(timezone(timedelta(hours=2)))
+    events = [requests_counted(tenant_id, 10 + i, at) for i, at in enumerate(edges)]
+    events.append(requests_counted(tenant_id, 1000, offset_zone - timedelta(hours=2)))
+    events += [order_placed(tenant_id, at) for at in edges]
+    events += [product_event("product.created", tenant_id, at) for at in edges[::2]]
+    random.Random(3).shuffle(events)
+    late, early = events[: len(events) // 2], events[len(events) // 2 :]
+    bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
+    async with usage_app(stack_env, start_at=await end_offsets(bootstrap)) as (app, client):
+        group = app.state.settings.usage_group_id
+        await publish(bootstrap, early)
+        await wait_consumed(stack_env, group)
+        await publish(bootstrap, late)  # after the later days were already counted
+        await wait_consumed(stack_env, group)
+        counts = await counts_of(stack_env, tenant_id)
+        assert counts == expected_counts(events, tenant_id, datetime.now(UTC).date())
+        assert counts.daily[date(2026, 10, 31)] == (10, 1, 1)
+        assert counts.daily[date(2026, 11, 1)] == (11, 0, 1)
+        assert counts.monthly[date(2026, 11, 1)] == 11 + 12 + 13 + 14 + 1000
+        november = await client.get(f"/v1/usage/{tenant_id}", params={"month": "2026-11"})
+        assert november.status_code == 200
+        assert [d["date"] for d in november.json()["daily"]] == [
+            "2026-11-01",
+            "2026-11-15",
+            "2026-11-16",
+            "2026-11-30",
+        ]
+
+
+async def test_malformed_events_are_dead_lettered_and_the_consumer_goes_on(stack_env: dict[str, str]) -> None:
+    (tenant_id,) = await new_tenants(stack_env, 1)
+    now = datetime.now(UTC)
+    bad_count = requests_counted(tenant_id, 5, now)
+    bad_count["data"]["count"] = "five"
+    no_tenant = requests_counted(tenant_id, 5, now)
+    no_tenant["tenant_id"] = "not-a-uuid"
+    good = [requests_counted(tenant_id, 7, now), requests_counted(tenant_id, 8, now)]
+    bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
+    mark = await end_offsets(bootstrap)
+    async with (
+        usage_app(stack_env, start_at=mark) as (app, _),
+        watch(bootstrap, topics.dlq(topics.REQUESTS)) as letters,
+    ):
+        group = app.state.settings.usage_group_id
+        bad = [
+            b"{not json " + uuid.uuid4().hex.encode(),
+            json.dumps(bad_count).encode(),
+            json.dumps(no_tenant).encode(),
+        ]
+        await publish(bootstrap, [good[0]], raw=[(topics.REQUESTS, value) for value in bad])
+        await publish(bootstrap, [good[1]])
+        await wait_consumed(stack_env, group)
+        # Earlier tests' malformed messages are in the topic too (this group reads it from the start).
+        mine = [
+            i
+            for i, h in enumerate(letters.headers)
+            if h.get(dead_letter.GROUP) == group.encode() and letters.raw[i] in bad
+        ]
+        assert len(mine) == 3
+        errors = [letters.headers[i][dead_letter.ERROR].decode() for i in mine]
+        assert any("data.count" in e for e in errors)
+        assert any("tenant_id" in e for e in errors)
+        assert all(letters.headers[i][dead_letter.ORIGINAL_TOPIC] == topics.REQUESTS.encode() for i in mine)
+        counts = await counts_of(stack_env, tenant_id)
+        assert counts.daily[now.date()] == (15, 0, 0)
+
+
+async def test_usage_api_refuses_what_it_cannot_answer(stack_env: dict[str, str]) -> None:
+    async with usage_app(stack_env, reconcile_enabled=False) as (_, client):
+        unknown = await client.get(f"/v1/usage/{uuid.uuid4()}")
+        assert unknown.status_code == 404
+        assert unknown.headers["content-type"].startswith("application/problem+json")
+        for params, field in [
+            ({"month": "2026-13"}, "month"),
+            ({"month": "26-01"}, "month"),
+            ({"order_by": "bandwidth"}, "order_by"),
+            ({"limit": "0"}, "limit"),
+            ({"limit": "201"}, "limit"),
+        ]:
+            response = await client.get("/v1/usage", params=params)
+            assert response.status_code in (400, 422), (params, response.status_code)
+            assert field in response.text
+        assert (await client.get("/v1/usage/not-a-uuid")).status_code in (400, 422)

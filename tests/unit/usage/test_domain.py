@@ -1,0 +1,124 @@
+"""usage's rules without servers: parsing (what is dead-lettered), attribution by the event's own UTC
+day, aggregation per key in key order, level and monthly thresholds."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from events.failures import InvalidEvent
+from usage import domain
+from usage.domain import LevelState, LevelTracker, PlanLimits, Triggers
+
+
+def _raw(event_type: str, data: dict[str, Any], **extra: Any) -> bytes:
+    body = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "tenant_id": str(uuid.uuid4()),
+        "occurred_at": "2026-11-30T23:59:59.999999+00:00",
+        "schema_version": 1,
+        "producer": "test",
+        "data": data,
+    } | extra
+    return json.dumps(body).encode()
+
+
+def _window(start: str, count: int = 3) -> dict[str, Any]:
+    return {"service": "catalog", "count": count, "window_start": start, "window_end": start}
+
+
+def test_a_request_window_counts_on_the_utc_day_it_started() -> None:
+    parsed = domain.parse(_raw("api.requests_counted", _window("2026-12-01T01:30:00+02:00", 7)))
+    assert parsed is not None
+    assert parsed.day == date(2026, 11, 30)
+    assert parsed.requests == 7
+    assert parsed.event_id == parsed.event_id.lower()
+
+
+def test_other_events_count_on_their_occurred_at_day_and_unknown_types_are_ignored() -> None:
+    parsed = domain.parse(_raw("order.placed", {}))
+    assert parsed is not None
+    assert parsed.day == date(2026, 11, 30)
+    assert domain.parse(_raw("order.status_changed", {})) is None
+    plan = domain.parse(_raw("tenant.plan_changed", {"old_plan": "basic", "new_plan": "enterprise"}))
+    assert plan is not None
+    assert plan.plan == "enterprise"
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        (b"", "empty"),
+        (b"{nope", "JSON"),
+        (b"[1]", "object"),
+        (_raw("api.requests_counted", _window("2026-12-01T00:00:00+00:00"), event_id="x"), "event_id"),
+        (_raw("api.requests_counted", _window("2026-12-01T00:00:00+00:00"), tenant_id=None), "tenant_id"),
+        (_raw("api.requests_counted", _window("2026-12-01T00:00:00+00:00", -1)), "data.count"),
+        (_raw("api.requests_counted", _window("2026-12-01T00:00:00+00:00") | {"count": True}), "data.count"),
+        (_raw("api.requests_counted", _window("2026-12-01T00:00:00")), "data.window_start"),
+        (_raw("api.requests_counted", "not an object"), "data"),  # type: ignore[arg-type]
+        (_raw("order.placed", {}, occurred_at="yesterday"), "occurred_at"),
+    ],
+)
+def test_what_cannot_be_counted_is_refused_naming_the_field(value: bytes, field: str) -> None:
+    with pytest.raises(InvalidEvent, match=field):
+        domain.parse(value)
+
+
+def test_a_batch_is_one_entry_per_key_in_key_order() -> None:
+    a, b = sorted([uuid.uuid4(), uuid.uuid4()], key=str)
+    day = date(2026, 12, 1)
+    events = [
+        domain.Counted("1", "api.requests_counted", b, day, requests=5),
+        domain.Counted("2", "api.requests_counted", a, day, requests=2),
+        domain.Counted("3", "api.requests_counted", b, day, requests=1),
+        domain.Counted("4", "product.created", b, date(2026, 11, 30)),
+        domain.Counted("5", "product.deleted", b, day),
+        domain.Counted("6", "product.deleted", b, day),
+    ]
+    batch = domain.aggregate(events)
+    assert [(t, d, (c.requests, c.products_created)) for t, d, c in batch.daily] == [
+        (a, day, (2, 0)),
+        (b, date(2026, 11, 30), (0, 1)),
+        (b, day, (6, 0)),
+    ]
+    assert batch.monthly == [(a, date(2026, 12, 1), 2), (b, date(2026, 12, 1), 6)]
+    assert batch.product_delta == {b: -1}
+
+
+def test_a_level_metric_crosses_once_until_it_falls_back_below() -> None:
+    tenant = uuid.uuid4()
+    decisions = domain.Decisions()
+    tracker = LevelTracker({(tenant, domain.PRODUCTS): LevelState(episodes=1, open=False)}, decisions)
+    for value in (9, 10, 11, 10, 9, 12):
+        tracker.observe(tenant, domain.PRODUCTS, value, 10)
+    assert [(c.period, c.value) for c in decisions.crossings] == [("episode-2", 10), ("episode-3", 12)]
+    assert decisions.resolved == [(tenant, domain.PRODUCTS, "episode-2")]
+    assert decisions.crossings[0].event_id == domain.crossing_event_id(tenant, domain.PRODUCTS, "episode-2")
+
+
+def test_requests_cross_once_per_month_with_the_plans_limit_as_its_own_metric() -> None:
+    tenant = uuid.uuid4()
+    basic = PlanLimits.from_limits(
+        {"max_products": 1000, "max_requests_per_month": 10000, "max_storage_gb": 5}
+    )
+    unlimited = PlanLimits.from_limits({"max_products": -1, "max_requests_per_month": -1})
+    found = domain.monthly_crossings(tenant, date(2026, 12, 1), 100_000, Triggers(), basic)
+    assert [(c.metric, c.period, c.threshold) for c in found] == [
+        ("requests_per_month", "2026-12", Decimal(100_000)),
+        ("plan_max_requests_per_month", "2026-12", Decimal(10_000)),
+    ]
+    assert domain.monthly_crossings(tenant, date(2026, 12, 1), 99_999, Triggers(), unlimited) == []
+
+
+def test_a_crossing_event_is_the_contracts_envelope() -> None:
+    crossing = domain.Crossing(uuid.uuid4(), domain.STORAGE_GB, "episode-1", Decimal("10.5"), Decimal(10))
+    envelope = crossing.envelope(datetime(2026, 12, 1, tzinfo=UTC))
+    assert envelope.event_type == "tenant.threshold_crossed"
+    assert envelope.event_id == crossing.event_id
+    assert envelope.data == {"metric": "storage_gb", "value": 10.5, "threshold": 10, "period": "episode-1"}
