@@ -21,9 +21,9 @@ from tenantschema.urls import asyncpg_url
 from tests.support.databases import FreshDatabase
 
 HEADS: dict[History, str] = {
-    "platform": "platform_0004_roles",
-    "shared": "shared_0005_roles",
-    "dedicated": "dedicated_0004_relay",
+    "platform": "platform_0006_migrator",
+    "shared": "shared_0007_migrator",
+    "dedicated": "dedicated_0005_migrator",
 }
 SERVICE_TABLES = {"processed_events", "order_products", "sequences", "idempotency_keys"}
 RELAY_TABLES = {"outbox_leases", "outbox_relays"}  # and, in the platform database, outbox_sweeps

@@ -149,9 +149,13 @@ def create_platform_service(
     publishes: Sequence[Publication] = (),
     description: str = "",
     freeze_gc: bool = False,
+    on_startup: Sequence[Hook] = (),
+    on_shutdown: Sequence[Hook] = (),
 ) -> FastAPI:
-    """A service of the platform database only (tenancy): the same app, its outbox in the platform
-    database. No request counter: its requests are not tenant-scoped (no X-Tenant-ID)."""
+    """A service of the platform database only (tenancy, migrator): the same app, its outbox in the
+    platform database. No request counter: its requests are not tenant-scoped (no X-Tenant-ID).
+    `on_startup` hooks run once the broker and relay started (background workers: the migrator's
+    runner); `on_shutdown` hooks before the relay stops."""
     configure_logging(settings.service_name, settings.log_level)
     db = PlatformDB(settings.platform_database_url, application_name=settings.service_name)
     broker = build_broker(settings.kafka_bootstrap_servers, service=settings.service_name)
@@ -173,6 +177,8 @@ def create_platform_service(
         counter=None,
         routers=routers,
         checks={"database": database_check(db.engine), "kafka": kafka_check(broker)},
+        on_startup=on_startup,
+        before_stop=on_shutdown,
         on_shutdown=[db.close],
         freeze_gc=freeze_gc,
     )
@@ -216,6 +222,8 @@ def _assemble(
     checks: Mapping[str, Check],
     on_shutdown: Sequence[Hook],
     freeze_gc: bool,
+    on_startup: Sequence[Hook] = (),
+    before_stop: Sequence[Hook] = (),
 ) -> FastAPI:
     title = settings.service_name
 
@@ -228,12 +236,16 @@ def _assemble(
             await relay.start()
         if counter is not None:
             await counter.start()
+        for hook in on_startup:
+            await hook()
         if freeze_gc:
             gc.collect()
             gc.freeze()
         try:
             yield
         finally:
+            for hook in before_stop:
+                await hook()
             if counter is not None:
                 await counter.stop()  # flushes the last window while the broker is up
             if relay is not None:

@@ -1,0 +1,30 @@
+"""The migrator's bookkeeping on `tenant_migrations`: the reason a move was asked for, its progress
+(rows copied per table and the last key copied, so a restarted copy resumes; catch-up lag; verify
+results) and the number of cutover attempts (a drain that missed its deadline is retried).
+
+Revision ID: platform_0006_migrator
+Revises: platform_0004_roles
+Create Date: 2026-12-01
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "platform_0006_migrator"
+# Written against platform_0004_roles; re-chained after usage's platform_0005_* at merge.
+down_revision: str | None = "platform_0004_roles"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE tenant_migrations ADD COLUMN reason text")
+    op.execute("ALTER TABLE tenant_migrations ADD COLUMN progress jsonb NOT NULL DEFAULT '{}'::jsonb")
+    op.execute("ALTER TABLE tenant_migrations ADD COLUMN cutover_attempts integer NOT NULL DEFAULT 0")
+
+
+def downgrade() -> None:
+    op.execute("ALTER TABLE tenant_migrations DROP COLUMN cutover_attempts")
+    op.execute("ALTER TABLE tenant_migrations DROP COLUMN progress")
+    op.execute("ALTER TABLE tenant_migrations DROP COLUMN reason")
