@@ -63,6 +63,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("tenancy", "tenancy", "TENANCY_URL"),
     ServiceSpec("catalog", "catalog", "CATALOG_URL"),
     ServiceSpec("orders", "orders", "ORDERS_URL"),
+    ServiceSpec("migrator", "migrator", "MIGRATOR_URL"),
 )
 
 
