@@ -72,7 +72,7 @@ class CutoverAborted(Exception):
 
 
 class Cancelled(Exception):
-    pass
+    """A cancel was asked for while a phase ran: it stops at its next step and the move rolls back."""
 
 
 def _transient(error: BaseException) -> bool:
@@ -341,6 +341,9 @@ class Move:
                 transient_failures = 0
             except asyncio.CancelledError:
                 raise
+            except Cancelled:
+                await self.roll_back("cancelled", None)
+                return
             except Exception as error:
                 if _transient(error) and transient_failures < MAX_TRANSIENT_RETRIES:
                     transient_failures += 1
@@ -418,7 +421,11 @@ class Move:
                         metrics.ROWS_COPIED.labels("copy").inc(written)
                     tables[table] = state
                     elapsed = max(time.monotonic() - started, 1e-6)
-                    await self.save(progress={"tables": tables, "rows_per_second": round(copied / elapsed)})
+                    saved = await self.save(
+                        progress={"tables": tables, "rows_per_second": round(copied / elapsed)}
+                    )
+                    if saved.progress.get("cancel_requested"):
+                        raise Cancelled()
         finally:
             await reader.close()
             await writer.close()
