@@ -200,3 +200,49 @@ async def test_cancel_during_the_copy_leaves_no_trace(
         await admin.close()
     # No fence was left on the source: the tenant writes there as before.
     assert await fence_of(endpoint(stack_env, tenant_id, "shared").owner_url, tenant_id) is None
+
+
+async def test_a_drain_that_misses_its_deadline_releases_the_tenant_and_retries(
+    stack_env: dict[str, str], make_tenant: MakeTenant
+) -> None:
+    """A write transaction of the tenant that stays open (it holds the fence lock shared, as every
+    tenantdb write does) keeps the cutover from draining: each attempt gives up after its deadline
+    without taking anything, the tenant's other writes go on meanwhile, and once the long write ends
+    the next attempt flips."""
+    tenant_id = await make_tenant("shared")
+    await seed_shared(stack_env, tenant_id, products=5)
+    shared_owner = endpoint(stack_env, tenant_id, "shared").owner_url
+    straggler = await asyncpg.connect(role_url(stack_env, "catalog", "shared"))
+    writer = await asyncpg.connect(role_url(stack_env, "catalog", "shared"))
+    settings = migrator_settings(
+        stack_env, migrator_drain_timeout_seconds=0.3, migrator_cutover_retry_seconds=0.2
+    )
+    try:
+        transaction = straggler.transaction()
+        await transaction.start()
+        await straggler.execute("SELECT tenantdb_enter($1, true, 1000)", tenant_id)
+        async with serve(create_app(settings)) as client:
+            made = await client.post("/v1/migrations", json={"tenant_id": str(tenant_id)})
+            migration_id = made.json()["id"]
+            deadline = time.monotonic() + 60
+            while (await client.get(f"/v1/migrations/{migration_id}")).json()["cutover_attempts"] < 2:
+                assert time.monotonic() < deadline, "the cutover never tried"
+                await asyncio.sleep(0.05)
+            # Between attempts the tenant is not frozen: another write of it goes through.
+            async with writer.transaction():
+                await writer.execute("SELECT set_config('app.current_tenant_id', $1, true)", str(tenant_id))
+                await writer.execute("SELECT tenantdb_enter($1, true, 2000)", tenant_id)
+                await writer.execute("INSERT INTO products (name, price) VALUES ('meanwhile', 2.00)")
+            state = (await client.get(f"/v1/migrations/{migration_id}")).json()
+            assert state["phase"] == "cutover"
+            assert state["progress"]["last_cutover_abort"].startswith("drain_timeout")
+            await transaction.rollback()
+            done = await wait_for(client, migration_id, {"completed", "failed"})
+        assert done["status"] == "completed", done
+        assert done["cutover_attempts"] >= 2
+        after = await checksums(stack_env, tenant_id, "dedicated")
+        assert after["products"][0] == 6  # the write made between two attempts moved too
+        assert (await fence_of(shared_owner, tenant_id)) is not None
+    finally:
+        await straggler.close()
+        await writer.close()
