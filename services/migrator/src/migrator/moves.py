@@ -453,6 +453,33 @@ async def verify_table(
         after = upper
 
 
+async def range_key_sums(
+    connection: asyncpg.Connection, endpoint: Endpoint, table: str, after: uuid.UUID, upper: uuid.UUID | None
+) -> dict[uuid.UUID, str]:
+    """Each row's hash in the key range (after, upper]: which keys of a mismatched chunk differ."""
+    row_hash = _ROW_HASH.format(columns=_column_list(table))
+    bound = "AND id <= $2" if upper is not None else ""
+    args: list[Any] = [after] if upper is None else [after, upper]
+    async with tenant_transaction(connection, endpoint):
+        rows = await connection.fetch(
+            f"SELECT id, {row_hash} AS h FROM {table} WHERE {endpoint.tenant_filter} AND id > $1 {bound}",
+            *args,
+        )
+    return {row["id"]: row["h"] for row in rows}
+
+
+async def pending_keys(
+    connection: asyncpg.Connection, names: ObjectNames, table: str, ids: Iterable[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these keys have a captured change not applied yet."""
+    rows = await connection.fetch(
+        f"SELECT DISTINCT id FROM {names.changes} WHERE table_name = $1 AND id = ANY($2::uuid[])",
+        table,
+        list(ids),
+    )
+    return {row["id"] for row in rows}
+
+
 async def key_sums(
     connection: asyncpg.Connection, endpoint: Endpoint, table: str, ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, str]:
