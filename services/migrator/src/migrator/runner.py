@@ -502,10 +502,10 @@ class Move:
                         # catch-up, never concurrent with this, deletes only what it applied): it is
                         # applied later and verified again, by key, inside the freeze. Anything else
                         # is a real difference: re-copied, and its range compared again.
-                        pending = await moves.pending_keys(source_conn, self.names, table, differing)
-                        self.unverified |= {(table, key) for key in pending}
-                        if differing - pending:
-                            await moves.enqueue_keys(source_conn, self.names, table, differing - pending)
+                        waiting = await moves.pending_keys(source_conn, self.names, table, differing)
+                        self.unverified |= {(table, key) for key in waiting}
+                        if differing - waiting:
+                            await moves.enqueue_keys(source_conn, self.names, table, differing - waiting)
                             unexplained.append((mismatch.after, mismatch.upper))
                     if unexplained:
                         mismatched[table] = unexplained

@@ -2,6 +2,10 @@
 (rows copied per table and the last key copied, so a restarted copy resumes; catch-up lag; verify
 results) and the number of cutover attempts (a drain that missed its deadline is retried).
 
+`IF NOT EXISTS`: platform_0001 creates the tables from the current declarations
+(tenantschema.platform), so a database built from base already has them; one at platform_0004 gets
+them here.
+
 Revision ID: platform_0006_migrator
 Revises: platform_0004_roles
 Create Date: 2026-12-01
@@ -19,12 +23,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE tenant_migrations ADD COLUMN reason text")
-    op.execute("ALTER TABLE tenant_migrations ADD COLUMN progress jsonb NOT NULL DEFAULT '{}'::jsonb")
-    op.execute("ALTER TABLE tenant_migrations ADD COLUMN cutover_attempts integer NOT NULL DEFAULT 0")
+    op.execute("ALTER TABLE tenant_migrations ADD COLUMN IF NOT EXISTS reason text")
+    op.execute(
+        "ALTER TABLE tenant_migrations ADD COLUMN IF NOT EXISTS progress jsonb NOT NULL DEFAULT '{}'::jsonb"
+    )
+    op.execute(
+        "ALTER TABLE tenant_migrations ADD COLUMN IF NOT EXISTS cutover_attempts integer NOT NULL DEFAULT 0"
+    )
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE tenant_migrations DROP COLUMN cutover_attempts")
-    op.execute("ALTER TABLE tenant_migrations DROP COLUMN progress")
-    op.execute("ALTER TABLE tenant_migrations DROP COLUMN reason")
+    op.execute("ALTER TABLE tenant_migrations DROP COLUMN IF EXISTS cutover_attempts")
+    op.execute("ALTER TABLE tenant_migrations DROP COLUMN IF EXISTS progress")
+    op.execute("ALTER TABLE tenant_migrations DROP COLUMN IF EXISTS reason")
