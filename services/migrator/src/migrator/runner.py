@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import structlog
@@ -36,7 +36,7 @@ from servicekit.platform import PlatformDB
 from sqlalchemy import Row, func
 from sqlalchemy.engine import make_url
 from tenantdb.errors import CutoverLockTimeout
-from tenantdb.fencing import Cutover, flip_placement, unfence
+from tenantdb.fencing import Cutover, flip_placement
 from tenantdb.placement import dedicated_database_name
 from tenantschema.tables import TENANT_TABLES
 from tenantschema.urls import libpq_url, with_database
@@ -171,6 +171,7 @@ class Runner:
             except Exception:
                 log.exception("migration run ended with an error", migration_id=str(migration_id))
             finally:
+                await move.close_connections()
                 self._running.pop(migration_id, None)
                 with contextlib.suppress(Exception):
                     await lock.close()
@@ -239,9 +240,58 @@ class Move:
         # Keys applied since the full verification: verified again inside the freeze.
         self.unverified: set[tuple[str, uuid.UUID]] = set()
         self.row: Row[Any] | None = None
+        self._connections: dict[str, asyncpg.Connection] = {}
         self.source: Endpoint
         self.target: Endpoint
         self.direction: Direction
+
+    # ------------------------------------------------------------ connections
+
+    async def _connection(
+        self, role: Literal["source_reader", "target_reader", "target_writer"]
+    ) -> asyncpg.Connection:
+        """The move's own connections, opened once (a connection costs a TCP + SCRAM round trip set,
+        which inside the freeze would be most of it) and opened again only after one broke."""
+        connection = self._connections.get(role)
+        if connection is None or connection.is_closed():
+            if role == "source_reader":
+                connection = await self.source.connect_reader()
+            elif role == "target_reader":
+                connection = await self.target.connect_reader()
+            else:
+                connection = await self.target.connect_writer()
+            self._connections[role] = connection
+        return connection
+
+    async def _platform_connection(self) -> asyncpg.Connection:
+        """The cutover's platform connection (migrator_service), opened before the freeze."""
+        connection = self._connections.get("platform")
+        if connection is None or connection.is_closed():
+            connection = await asyncpg.connect(
+                libpq_url(self.settings.platform_database_url),
+                server_settings={"application_name": "migrator:cutover"},
+                timeout=5,
+            )
+            await connection.set_type_codec(
+                "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            )
+            self._connections["platform"] = connection
+        return connection
+
+    def _forget_broken(self, connection: asyncpg.Connection) -> None:
+        """After a step: a connection left inside a transaction or closed is not used again."""
+        if connection.is_closed() or connection.is_in_transaction():
+            for role, held in list(self._connections.items()):
+                if held is connection:
+                    del self._connections[role]
+            if not connection.is_closed():
+                connection.terminate()
+
+    async def close_connections(self) -> None:
+        for connection in self._connections.values():
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=5)
+        self._connections.clear()
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -387,8 +437,8 @@ class Move:
         await self.advance("copy", {"captured_at": datetime.now(UTC).isoformat()})
 
     async def copy(self) -> None:
-        reader = await self.source.connect_reader()
-        writer = await self.target.connect_writer()
+        reader = await self._connection("source_reader")
+        writer = await self._connection("target_writer")
         try:
             tables: dict[str, Any] = dict(self.progress.get("tables") or {})
             if not tables:
@@ -427,14 +477,14 @@ class Move:
                     if saved.progress.get("cancel_requested"):
                         raise Cancelled()
         finally:
-            await reader.close()
-            await writer.close()
+            self._forget_broken(reader)
+            self._forget_broken(writer)
         await self.advance("catch_up", {"copy_finished_at": time.time()})
 
     async def _catch_up_until(self, target_lag: int, *, deadline: float | None = None) -> int:
         """Apply captured changes until at most `target_lag` wait; returns the lag left."""
-        reader = await self.source.connect_reader()
-        writer = await self.target.connect_writer()
+        reader = await self._connection("source_reader")
+        writer = await self._connection("target_writer")
         try:
             while True:
                 applied = await moves.catch_up_batch(
@@ -456,8 +506,8 @@ class Move:
                 if deadline is not None and time.monotonic() > deadline:
                     return remaining
         finally:
-            await reader.close()
-            await writer.close()
+            self._forget_broken(reader)
+            self._forget_broken(writer)
 
     async def catch_up(self) -> None:
         crash_point("catch_up")
@@ -470,8 +520,8 @@ class Move:
         # From here on, what the catch-up applies and what a pass finds pending is verified again,
         # by key, inside the freeze.
         self.unverified.clear()
-        source_conn = await self.source.connect_reader()
-        target_conn = await self.target.connect_reader()
+        source_conn = await self._connection("source_reader")
+        target_conn = await self._connection("target_reader")
         total_chunks = 0
         total_mismatches = 0
         try:
@@ -524,8 +574,8 @@ class Move:
             else:
                 raise RuntimeError(f"verification found differences after {VERIFY_PASSES} passes")
         finally:
-            await source_conn.close()
-            await target_conn.close()
+            self._forget_broken(source_conn)
+            self._forget_broken(target_conn)
         summary = {"chunks": total_chunks, "mismatched_chunks": total_mismatches, "equal": True}
         # Into the cutover only if no cancel was asked for meanwhile (the cancel takes the same row).
         async with self.db.unit_of_work() as uow:
@@ -579,6 +629,10 @@ class Move:
         Returns how long the tenant's writes were held."""
         tenant_id = self.source.tenant_id
         drain = self.settings.migrator_drain_timeout_seconds
+        # Everything the freeze uses is connected before it begins.
+        for role in ("source_reader", "target_reader", "target_writer"):
+            await self._connection(role)
+        await self._platform_connection()
         async with Cutover.hold(self.source.owner_url, tenant_id, wait_seconds=drain) as held:
             frozen_at = time.monotonic()
             crash_point("cutover", "held")
@@ -586,8 +640,8 @@ class Move:
             left = await self._catch_up_until(0, deadline=frozen_at + drain)
             if left:
                 raise CutoverAborted("catch_up", f"{left} changes left after {drain} s")
-            source_conn = await self.source.connect_reader()
-            target_conn = await self.target.connect_reader()
+            source_conn = await self._connection("source_reader")
+            target_conn = await self._connection("target_reader")
             try:
                 differing = await moves.verify_keys(
                     source_conn, target_conn, self.source, self.target, self.unverified
@@ -606,8 +660,8 @@ class Move:
                         raise CutoverAborted("outbox", f"{unsent} events not yet published from the source")
                     await asyncio.sleep(0.01)
             finally:
-                await source_conn.close()
-                await target_conn.close()
+                self._forget_broken(source_conn)
+                self._forget_broken(target_conn)
             crash_point("cutover", "verified")
             async with self.db.unit_of_work(readonly=True) as uow:
                 tenant = await repository.get_tenant(uow.connection, tenant_id)
@@ -616,7 +670,11 @@ class Move:
             await held.fence(epoch=epoch, moved_to=self.target.database)
             crash_point("cutover", "fenced")
             try:
-                await unfence(self.target.owner_url, tenant_id)
+                # tenantdb.fencing.unfence, on the move's open owner connection to the target.
+                target_owner = await self._connection("target_reader")
+                async with target_owner.transaction():
+                    await target_owner.execute("SET LOCAL lock_timeout = '5s'")
+                    await target_owner.execute("DELETE FROM tenant_fences WHERE tenant_id = $1", tenant_id)
                 crash_point("cutover", "unfenced")
                 freeze_ms = round((time.monotonic() - frozen_at) * 1000, 1)
                 await self._flip(freeze_ms)
@@ -639,12 +697,7 @@ class Move:
         tenant_id = self.target.tenant_id
         tenant_type = self.target.variant
         database_name = self.target.database if tenant_type == "dedicated" else None
-        platform = await asyncpg.connect(
-            libpq_url(self.settings.platform_database_url),
-            server_settings={"application_name": "migrator:cutover"},
-            timeout=5,
-        )
-        await platform.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        platform = await self._platform_connection()
         try:
             async with platform.transaction():
                 epoch = await flip_placement(
@@ -673,8 +726,9 @@ class Move:
                 await record_on(
                     platform, topics.MIGRATIONS, domain.migration_event("migration.phase_changed", row)
                 )
-        finally:
-            await platform.close()
+        except BaseException:
+            self._forget_broken(platform)
+            raise
 
     async def cleanup(self) -> None:
         crash_point("cleanup")
