@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from events import topics
 from migrator.app import create_app
 from migrator.moves import fence_of, set_fence
 from migrator.provisioner import SqlProvisioner
@@ -30,6 +32,7 @@ from tests.integration.migrator.conftest import (
 from tests.integration.tenantdb.conftest import MakeTenant, dedicated_secret
 from tests.support.apps import serve
 from tests.support.databases import role_url
+from tests.support.kafka import watch
 
 
 async def _capture_objects(stack_env: dict[str, str], database: str) -> list[str]:
@@ -47,6 +50,12 @@ async def _capture_objects(stack_env: dict[str, str], database: str) -> list[str
     return [row["name"] for row in rows]
 
 
+def _of(messages: list[dict[str, Any]], tenant_id: uuid.UUID) -> list[dict[str, Any]]:
+    # Every message must be an envelope (an object): a JSON string would be a double-encoded payload.
+    assert all(isinstance(m, dict) for m in messages), [m for m in messages if not isinstance(m, dict)][:3]
+    return [m for m in messages if m.get("tenant_id") == str(tenant_id)]
+
+
 async def test_shared_to_dedicated_moves_every_row(
     stack_env: dict[str, str], migrator: httpx.AsyncClient, make_tenant: MakeTenant
 ) -> None:
@@ -56,13 +65,34 @@ async def test_shared_to_dedicated_moves_every_row(
     assert before["products"][0] == 40
     epoch_before = (await directory(stack_env, tenant_id))["placement_epoch"]
 
-    response = await migrator.post("/v1/migrations", json={"tenant_id": str(tenant_id), "reason": "test"})
-    assert response.status_code == 202, response.text
-    migration = response.json()
-    assert migration["migration_type"] == "shared_to_dedicated"
-    done = await wait_for(migrator, migration["id"], {"completed", "failed", "cancelled"})
-    assert done["status"] == "completed", done
-    assert done["phase"] == "done"
+    async with watch(stack_env["KAFKA_BOOTSTRAP_SERVERS"], topics.MIGRATIONS) as seen:
+        response = await migrator.post("/v1/migrations", json={"tenant_id": str(tenant_id), "reason": "test"})
+        assert response.status_code == 202, response.text
+        migration = response.json()
+        assert migration["migration_type"] == "shared_to_dedicated"
+        done = await wait_for(migrator, migration["id"], {"completed", "failed", "cancelled"})
+        assert done["status"] == "completed", done
+        assert done["phase"] == "done"
+        # Its events, in order, keyed by the tenant: started, one per phase, completed.
+        deadline = time.monotonic() + 30
+        while not any(m.get("event_type") == "migration.completed" for m in _of(seen.messages, tenant_id)):
+            assert time.monotonic() < deadline, "migration.completed never arrived"
+            await asyncio.sleep(0.05)
+    ours = _of(seen.messages, tenant_id)
+    assert [m["event_type"] for m in ours] == [
+        "migration.started",
+        *["migration.phase_changed"] * 6,
+        "migration.completed",
+    ]
+    assert [m["data"]["phase"] for m in ours[1:-1]] == [
+        "capture",
+        "copy",
+        "catch_up",
+        "verify",
+        "cutover",
+        "cleanup",
+    ]
+    assert {m["data"]["migration_id"] for m in ours} == {migration["id"]}
 
     after = await checksums(stack_env, tenant_id, "dedicated")
     assert after == before

@@ -50,11 +50,13 @@ async def record(connection: AsyncConnection, topic: str, *envelopes: Envelope) 
 
 # The same insert for code on a plain asyncpg connection (the migrator's cutover transaction, which
 # flips the directory with tenantdb.fencing on asyncpg and must publish in the same transaction).
+# The payload goes as text, cast by the server: a jsonb codec on the connection would encode the
+# already-serialized envelope a second time (a JSON string instead of the object).
 _INSERT_ASYNCPG = (
     "WITH tenant_lock AS MATERIALIZED ("
     "SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || $2::uuid::text, 0))"
     ") INSERT INTO outbox (event_id, tenant_id, topic, event_type, payload) "
-    "SELECT $1::uuid, $2::uuid, $3, $4, $5::jsonb FROM tenant_lock"
+    "SELECT $1::uuid, $2::uuid, $3, $4, $5::text::jsonb FROM tenant_lock"
 )
 
 

@@ -21,6 +21,8 @@ order, none of the split-brain guard's either).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
@@ -241,6 +243,43 @@ async def _write_rows(
     return int(status.split()[-1])
 
 
+async def _stream(
+    reader: asyncpg.Connection,
+    source: Endpoint,
+    writer: asyncpg.Connection,
+    table: str,
+    query: str,
+    *args: Any,
+) -> int:
+    """COPY out of the source into COPY in on the target at the same time (the target's transaction
+    is the caller's): the chunk never sits whole in memory and neither side waits for the other."""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=32)
+
+    async def produce() -> None:
+        try:
+            async with tenant_transaction(reader, source):
+                await reader.copy_from_query(query, *args, output=queue.put, format="binary")
+        finally:
+            await queue.put(None)
+
+    async def parts() -> AsyncIterator[bytes]:
+        while (part := await queue.get()) is not None:
+            yield part
+
+    producer = asyncio.create_task(produce())
+    try:
+        status: str = await writer.copy_to_table(
+            table, source=parts(), columns=table_columns(table), format="binary"
+        )
+    except BaseException:
+        producer.cancel()
+        with contextlib.suppress(BaseException):
+            await producer
+        raise
+    await producer
+    return int(status.split()[-1])
+
+
 async def copy_chunk(
     reader: asyncpg.Connection,
     writer: asyncpg.Connection,
@@ -260,13 +299,9 @@ async def copy_chunk(
         )
     if upper is None:
         return None, 0
-    parts = await _read_copy(
-        reader,
-        source,
+    query = (
         f"SELECT {_column_list(table)} FROM {table} WHERE {source.tenant_filter} "
-        "AND id > $1 AND id <= $2 ORDER BY id",
-        after,
-        upper,
+        "AND id > $1 AND id <= $2 ORDER BY id"
     )
     async with tenant_transaction(writer, target):
         await writer.execute(
@@ -274,7 +309,7 @@ async def copy_chunk(
             after,
             upper,
         )
-        written = await _write_rows(writer, target, table, parts)
+        written = await _stream(reader, source, writer, table, query, after, upper)
     return upper, written
 
 

@@ -39,7 +39,7 @@ class MigratorSettings(ServiceSettings):
     migrator_runner_enabled: bool = True
     migrator_poll_interval_seconds: float = Field(0.5, gt=0)
     # Rows per COPY chunk (progress is recorded after each), per catch-up batch, per verify chunk.
-    migrator_copy_chunk_rows: int = Field(5000, ge=1)
+    migrator_copy_chunk_rows: int = Field(20_000, ge=1)
     migrator_catch_up_batch_rows: int = Field(2000, ge=1)
     migrator_verify_chunk_rows: int = Field(5000, ge=1)
     # Catch-up ends when fewer changes than this are waiting (the rest is applied inside the freeze).
