@@ -21,9 +21,9 @@ from tenantschema.urls import asyncpg_url
 from tests.support.databases import FreshDatabase
 
 HEADS: dict[History, str] = {
-    "platform": "platform_0005_usage",
-    "shared": "shared_0005_roles",
-    "dedicated": "dedicated_0004_relay",
+    "platform": "platform_0006_migrator",
+    "shared": "shared_0008_migrator_keyset",
+    "dedicated": "dedicated_0005_migrator",
 }
 SERVICE_TABLES = {"processed_events", "order_products", "sequences", "idempotency_keys"}
 RELAY_TABLES = {"outbox_leases", "outbox_relays"}  # and, in the platform database, outbox_sweeps
@@ -164,7 +164,12 @@ SEED_INDEXES = {
     "dedicated": {"idx_products_status", "idx_products_created"},
 }
 ADDED_INDEXES = {
-    "shared": {"idx_products_tenant_category", "idx_products_search", "idx_categories_tenant_parent"},
+    "shared": {
+        "idx_products_tenant_category",
+        "idx_products_search",
+        "idx_categories_tenant_parent",
+        "idx_order_products_tenant_keyset",  # shared_0008: per-tenant keyset scans (the migrator)
+    },
     "dedicated": {
         "idx_products_category",
         "idx_products_search",
@@ -194,6 +199,7 @@ async def test_tenant_indexes_are_the_seeds(history: History, fresh_database: Fr
     if history == "shared":
         assert "(tenant_id, status) WHERE (deleted_at IS NULL)" in definitions["idx_products_tenant_status"]
         assert "USING gin" in definitions["idx_products_search"]
+        assert "(tenant_id, id)" in definitions["idx_products_tenant_id"]
     else:
         assert "(status) WHERE (deleted_at IS NULL)" in definitions["idx_products_status"]
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from catalog.settings import CatalogSettings
 from events import topics
+from migrator.settings import MigratorSettings
 
 # services/orders has no py.typed marker (yet); its settings class is still a pydantic-settings class.
 from orders.settings import OrdersSettings
@@ -50,12 +51,13 @@ IMAGE = "tenant-platform"
 CONFIG_MAP = "platform-config"
 SECRET = "platform-database"
 # CONTRACT.md §1, default HTTP ports.
-CONTRACT_PORTS = {"tenancy": 8101, "catalog": 8102, "orders": 8103, "usage": 8104}
+CONTRACT_PORTS = {"tenancy": 8101, "catalog": 8102, "orders": 8103, "usage": 8104, "migrator": 8105}
 SETTINGS: dict[str, list[type[BaseSettings]]] = {
     "tenancy": [TenancySettings],
     "catalog": [CatalogSettings, TenantDBSettings],  # catalog reads tenantdb's settings separately
     "orders": [OrdersSettings],
     "usage": [UsageSettings, TenantDBSettings],  # its reconciler reads tenantdb's settings
+    "migrator": [MigratorSettings],
 }
 SERVICE_SECRET_KEYS = {
     "PLATFORM_DATABASE_URL",
@@ -69,15 +71,19 @@ SERVICE_SECRET_KEYS = {
 # Each service's database URLs log in as its own role (tenantschema.roles): the Secret holds them
 # under the stack.env names, `<SERVICE>_PLATFORM_DATABASE_URL`, `<SERVICE>_SHARED_DATABASE_URL`.
 ROLE_URL_VARIABLES = {"PLATFORM_DATABASE_URL", "SHARED_DATABASE_URL"}
+# The migrator alone also gets the schema owner's and an admin's URL (services/migrator/README.md),
+# under keys of its own (`MIGRATOR_OWNER_DATABASE_URL`, ...).
+ELEVATED_SECRET_KEYS = {"migrator": {"OWNER_DATABASE_URL", "ADMIN_DATABASE_URL"}}
 
 
 def secret_key(service: str, variable: str) -> str:
-    return f"{service.upper()}_{variable}" if variable in ROLE_URL_VARIABLES else variable
+    elevated = variable in ELEVATED_SECRET_KEYS.get(service, set())
+    return f"{service.upper()}_{variable}" if variable in ROLE_URL_VARIABLES or elevated else variable
 
 
 SECRET_KEYS = {
     secret_key(service, variable) for service in CONTRACT_PORTS for variable in SERVICE_SECRET_KEYS
-}
+} | {"MIGRATOR_OWNER_DATABASE_URL", "MIGRATOR_ADMIN_DATABASE_URL"}  # the migrator's elevated URLs
 EXPECTED_TOPICS = {
     "tenancy.tenants.v1",
     "catalog.products.v1",
@@ -90,8 +96,8 @@ EXPECTED_TOPICS |= {t + ".dlq" for t in EXPECTED_TOPICS}
 KUSTOMIZATIONS = ("base", "infra", "overlays/dev", "overlays/prod")
 APP_RENDERS = ("base", "overlays/dev", "overlays/prod")
 REPLICAS = {
-    "overlays/dev": {"tenancy": 1, "catalog": 1, "orders": 1, "usage": 1},
-    "overlays/prod": {"tenancy": 2, "catalog": 3, "orders": 3, "usage": 2},
+    "overlays/dev": {"tenancy": 1, "catalog": 1, "orders": 1, "usage": 1, "migrator": 1},
+    "overlays/prod": {"tenancy": 2, "catalog": 3, "orders": 3, "usage": 2, "migrator": 2},
 }
 IMAGE_TAGS = {"base": "latest", "overlays/dev": "dev", "overlays/prod": "0.1.0"}
 BUILTIN_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "policy/v1"}
@@ -281,7 +287,8 @@ def test_environment_is_what_the_service_reads(name: str, service: str) -> None:
         ref = entry.get("valueFrom", {}).get("secretKeyRef")
         if ref is not None:
             assert ref["name"] == SECRET
-            assert variable in SERVICE_SECRET_KEYS, f"{variable}: services get only their own role's URLs"
+            allowed = SERVICE_SECRET_KEYS | ELEVATED_SECRET_KEYS.get(service, set())
+            assert variable in allowed, f"{variable}: services get only their own role's URLs"
             assert ref["key"] == secret_key(service, variable), f"{service} must log in as its own role"
     fields = settings_fields(service)
     missing = {v for v, required in fields.items() if required} - provided

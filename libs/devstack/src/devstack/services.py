@@ -64,6 +64,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("catalog", "catalog", "CATALOG_URL"),
     ServiceSpec("orders", "orders", "ORDERS_URL"),
     ServiceSpec("usage", "usage", "USAGE_URL"),
+    ServiceSpec("migrator", "migrator", "MIGRATOR_URL"),
 )
 
 

@@ -11,6 +11,7 @@ transactions recording events of the same tenants cannot deadlock on these locks
 
 from __future__ import annotations
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -44,4 +45,25 @@ async def record(connection: AsyncConnection, topic: str, *envelopes: Envelope) 
             }
             for e in ordered
         ],
+    )
+
+
+# The same insert for code on a plain asyncpg connection (the migrator's cutover transaction, which
+# flips the directory with tenantdb.fencing on asyncpg and must publish in the same transaction).
+# The payload goes as text, cast by the server: a jsonb codec on the connection would encode the
+# already-serialized envelope a second time (a JSON string instead of the object).
+_INSERT_ASYNCPG = (
+    "WITH tenant_lock AS MATERIALIZED ("
+    "SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || $2::uuid::text, 0))"
+    ") INSERT INTO outbox (event_id, tenant_id, topic, event_type, payload) "
+    "SELECT $1::uuid, $2::uuid, $3, $4, $5::text::jsonb FROM tenant_lock"
+)
+
+
+async def record_on(connection: asyncpg.Connection, topic: str, *envelopes: Envelope) -> None:
+    """`record` on an asyncpg connection (inside the caller's transaction)."""
+    ordered = sorted(envelopes, key=lambda e: str(e.tenant_id))
+    await connection.executemany(
+        _INSERT_ASYNCPG,
+        [(e.event_id, e.tenant_id, topic, e.event_type, e.model_dump_json()) for e in ordered],
     )

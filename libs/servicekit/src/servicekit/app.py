@@ -182,8 +182,10 @@ def create_platform_service(
     description: str = "",
     freeze_gc: bool = False,
 ) -> FastAPI:
-    """A service of the platform database only (tenancy): the same app, its outbox in the platform
-    database. No request counter: its requests are not tenant-scoped (no X-Tenant-ID)."""
+    """A service of the platform database only (tenancy, migrator): the same app, its outbox in the
+    platform database. No request counter: its requests are not tenant-scoped (no X-Tenant-ID).
+    `register` may add background workers (usage's consumer, the migrator's runner) to
+    `service.background`: started once the broker and relay are, stopped before them."""
     configure_logging(settings.service_name, settings.log_level)
     db = PlatformDB(settings.platform_database_url, application_name=settings.service_name)
     broker = build_broker(settings.kafka_bootstrap_servers, service=settings.service_name)

@@ -2,6 +2,9 @@
 
     tenantctl dlq list TOPIC [--json]
     tenantctl dlq replay TOPIC [--event-id ID] [--json]
+    tenantctl migrate TENANT_ID [--to dedicated|shared] [--wait] [--json]
+    tenantctl migrations list|show ID|cancel ID|cleanup ID [--json]
+    tenantctl tenants list [--json]
 
 Further areas (`migrate`, `migrations ...`, `tenants list`, `placement plan`) are modules of this
 package adding their own `typer.Typer()` here with `app.add_typer(...)`; shared pieces (settings,
@@ -14,7 +17,7 @@ import logging
 
 import typer
 
-from tenantctl import dlq
+from tenantctl import dlq, migrations
 
 app = typer.Typer(
     name="tenantctl",
@@ -24,6 +27,9 @@ app = typer.Typer(
     "(KAFKA_BOOTSTRAP_SERVERS, ...), as for the services. Exit code 0 on success, 1 on failure.",
 )
 app.add_typer(dlq.app, name="dlq")
+app.command("migrate")(migrations.migrate)
+app.add_typer(migrations.migrations_app, name="migrations")
+app.add_typer(migrations.tenants_app, name="tenants")
 
 
 def main() -> None:

@@ -138,6 +138,11 @@ tenant_migrations = Table(
     Column("completed_at", DateTime(timezone=True)),
     Column("error_message", Text),
     Column("rollback_data", JSONB),
+    # platform_0006_migrator: why it was asked for, how far each phase got (rows copied per table,
+    # the last key copied, catch-up lag, verification results), and how often cutover was retried.
+    Column("reason", Text),
+    Column("progress", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("cutover_attempts", Integer, nullable=False, server_default=text("0")),
     CheckConstraint(_in("status", MIGRATION_STATUSES), name="tenant_migrations_status_check"),
     Index("idx_migrations_tenant_id", "tenant_id", text("started_at DESC")),
     Index(

@@ -1,0 +1,45 @@
+"""Request and response models of the migrator API (CONTRACT.md §3, migrator)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from servicekit.validation import Text
+
+from migrator.domain import Direction
+
+Reason = Annotated[Text, Field(min_length=1, max_length=1000)]
+
+
+class MigrationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: uuid.UUID
+    # Default: away from where the tenant is now.
+    direction: Direction | None = None
+    reason: Reason | None = None
+
+
+class MigrationOut(BaseModel):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    migration_type: str
+    status: Literal["pending", "in_progress", "completed", "failed", "cancelled"]
+    phase: str
+    from_state: dict[str, Any]
+    to_state: dict[str, Any]
+    reason: str | None
+    progress: dict[str, Any]
+    cutover_attempts: int
+    started_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    error_message: str | None
+
+
+class MigrationPage(BaseModel):
+    items: list[MigrationOut]
+    next_cursor: str | None

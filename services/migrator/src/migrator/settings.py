@@ -1,0 +1,61 @@
+"""The migrator's settings: servicekit's common ones (environment variables of the same names,
+CONTRACT.md §1) with the migrator's name and port, the two elevated URLs its moves need, and the
+knobs of the phases.
+
+Credentials (least privilege, README.md "Credentials"): the service's own role `migrator_service`
+(PLATFORM_DATABASE_URL) reads the directory, writes `tenant_migrations`, the placement columns and the
+platform outbox, nothing else. Moving data needs more, and only the runner uses it:
+- OWNER_DATABASE_URL (the schema owner, `platform_owner`): the capture triggers and change tables, the
+  fences and the cutover's exclusive lock, reading the tenant's rows under its RLS context;
+- ADMIN_DATABASE_URL (a superuser, or a role with CREATEDB + CREATEROLE for provisioning): CREATE
+  DATABASE/ROLE, and the writes into a target and the source's cleanup, which run with
+  `session_replication_role = replica` (no foreign-key or guard triggers while rows arrive in key
+  order rather than reference order; a superuser-only setting).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from servicekit.settings import ServiceSettings
+
+
+class MigratorSettings(ServiceSettings):
+    service_name: str = "migrator"
+    port: int = 8105
+
+    admin_database_url: str
+    owner_database_url: str
+    # The dedicated databases' cluster, when it is another server than the shared one (default: the
+    # same URLs as above).
+    dedicated_admin_database_url: str | None = None
+    dedicated_owner_database_url: str | None = None
+    # Dedicated roles' passwords derive from it (tenantdb): the provisioner sets them.
+    dedicated_password_secret: SecretStr | None = None
+
+    # Off: the API records requests and nothing moves (tests of the API alone; a second replica
+    # would be harmless too: each migration is run under a platform advisory lock).
+    migrator_runner_enabled: bool = True
+    migrator_poll_interval_seconds: float = Field(0.5, gt=0)
+    # Rows per COPY chunk (progress is recorded after each), per catch-up batch, per verify chunk.
+    migrator_copy_chunk_rows: int = Field(20_000, ge=1)
+    migrator_catch_up_batch_rows: int = Field(2000, ge=1)
+    migrator_verify_chunk_rows: int = Field(5000, ge=1)
+    # Catch-up ends when fewer changes than this are waiting (the rest is applied inside the freeze).
+    migrator_catch_up_target_lag: int = Field(200, ge=0)
+    # Cutover: how long the hold may wait for in-flight writes (the drain); past it the tenant is
+    # released and the cutover retried after `migrator_cutover_retry_seconds`.
+    migrator_drain_timeout_seconds: float = Field(2.0, gt=0)
+    migrator_cutover_retry_seconds: float = Field(1.0, gt=0)
+    migrator_max_cutover_attempts: int = Field(30, ge=1)
+    # Inside the freeze: how long the source's unsent outbox rows of the tenant may take to go out.
+    migrator_outbox_drain_seconds: float = Field(2.0, gt=0)
+    # The source is deleted no sooner than this after the flip: directory TTL (30 s) plus a margin,
+    # since reads may follow a stale route until then (libs/tenantdb/README.md).
+    migrator_cleanup_delay_seconds: float = Field(35.0, ge=0)
+
+
+@lru_cache
+def get_settings() -> MigratorSettings:
+    return MigratorSettings()  # filled from the environment
