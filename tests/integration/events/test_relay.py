@@ -199,3 +199,39 @@ async def test_concurrent_transactions_of_a_tenant_are_relayed_in_commit_order(
         messages = await seen.wait_for(lambda m: m["tenant_id"] == str(tenant), count=2)
     assert [m["event_id"] for m in messages] == [str(early.event_id), str(late.event_id)]
     assert json.loads(json.dumps(messages[0]["data"])) == {"i": 1}
+
+
+async def test_a_stopped_relay_gives_its_leases_back_so_its_successor_starts_at_once(
+    outbox_database: MakeOutboxDatabase, kafka_bootstrap: str
+) -> None:
+    db = await outbox_database()
+    tenant = uuid.uuid4()
+    async with watch(kafka_bootstrap, RELAY_TEST_TOPIC) as seen:
+        async with relay_over(kafka_bootstrap, polled=[db], lease_seconds=30) as first:
+            before = await db.record(tenant)
+            await seen.wait_for(lambda m: m["event_id"] == before)
+            owner = await asyncpg.connect(db.owner_url)
+            try:
+                held = await owner.fetchval(
+                    "SELECT count(*) FROM outbox_leases WHERE holder = $1 AND expires_at > now()",
+                    first.relay,
+                )
+            finally:
+                await owner.close()
+            assert held > 0  # a polled source's leases stay with their holder while it runs
+        owner = await asyncpg.connect(db.owner_url)
+        try:
+            left = await owner.fetchval("SELECT count(*) FROM outbox_leases WHERE holder = $1", first.relay)
+            members = await owner.fetchval("SELECT count(*) FROM outbox_relays WHERE relay = $1", first.relay)
+        finally:
+            await owner.close()
+        assert (left, members) == (0, 0)
+        # A successor (a rolling restart) takes the tenant's partition now, not once 30 s have lapsed.
+        async with relay_over(kafka_bootstrap, polled=[db], lease_seconds=30):
+            after = await db.record(tenant)
+            await seen.wait_for(lambda m: m["event_id"] == after, timeout=10)
+            for _ in range(50):  # settled once Kafka acknowledged it
+                if [r["state"] for r in await db.rows()] == ["published", "published"]:
+                    break
+                await asyncio.sleep(0.1)
+    assert [r["state"] for r in await db.rows()] == ["published", "published"]

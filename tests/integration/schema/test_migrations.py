@@ -21,9 +21,9 @@ from tenantschema.urls import asyncpg_url
 from tests.support.databases import FreshDatabase
 
 HEADS: dict[History, str] = {
-    "platform": "platform_0006_migrator",
-    "shared": "shared_0008_migrator_keyset",
-    "dedicated": "dedicated_0005_migrator",
+    "platform": "platform_0007_relay_release",
+    "shared": "shared_0009_relay_release",
+    "dedicated": "dedicated_0006_relay_release",
 }
 SERVICE_TABLES = {"processed_events", "order_products", "sequences", "idempotency_keys"}
 RELAY_TABLES = {"outbox_leases", "outbox_relays"}  # and, in the platform database, outbox_sweeps

@@ -48,6 +48,7 @@ REFUSED: tuple[Statement, ...] = (
             "SELECT * FROM outbox_claim('audit', 10, 30, false)",
             "SELECT outbox_settle('audit', '{{}}', '{{}}', '{{}}', NULL, '{{}}', '{{}}')",
             "SELECT * FROM outbox_backlog()",
+            "SELECT outbox_release('audit')",
             "SELECT * FROM outbox",
         )
     ),

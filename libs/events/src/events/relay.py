@@ -72,6 +72,8 @@ _SETTLE = text(
 )
 _BACKLOG = text("SELECT unsent, oldest_unsent, failed FROM outbox_backlog()")
 _PRUNE = text("SELECT outbox_prune(CAST(:keep AS interval))")
+_RELEASE = text("SELECT outbox_release(:relay)")
+RELEASE_SECONDS = 2.0  # at stop: leases not given back by then lapse on their own (the lease time)
 _SWEEP_DUE = text("SELECT outbox_sweep_due(:n, :interval) AS database_name")
 
 # Errors about the message itself: sending it again can never succeed. Everything else (timeouts, a
@@ -104,7 +106,8 @@ LeftoverLister = Callable[[int, float], Awaitable[Sequence[str]]]  # (n, min int
 
 
 def relay_id(service: str) -> str:
-    """Unique per process life: a restarted process is a new relay (its old leases simply expire)."""
+    """Unique per process life: a restarted process is a new relay (a stopped one gives its leases
+    back; a killed one's lapse)."""
     return f"{service}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
@@ -197,9 +200,23 @@ class OutboxRelay:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._running.clear()
         await self._stop_producer()
+        # Only the polled sources keep leases while idle (a dedicated one's are given back as soon as
+        # a claim finds nothing ready): give them back, so no event waits out the lease after a
+        # rolling restart.
+        await asyncio.gather(*(self._release(source) for source in self._polled.values()))
         for close in self._closers:
             with contextlib.suppress(Exception):
                 await close()
+
+    async def _release(self, source: Source) -> None:
+        try:
+            async with asyncio.timeout(RELEASE_SECONDS), source.engine.connect() as connection:
+                released = (await connection.execute(_RELEASE, {"relay": self.relay})).scalar_one()
+                await connection.commit()
+        except Exception as error:  # a database away: the leases lapse by themselves
+            log.warning("outbox leases not given back", source=source.name, error=repr(error))
+            return
+        log.debug("outbox leases given back", source=source.name, leases=released)
 
     # ---------------------------------------------------------------------------------- scheduling
 

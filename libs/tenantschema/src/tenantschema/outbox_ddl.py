@@ -376,6 +376,35 @@ def create_relay_protocol(app_role: str) -> list[str]:
     return ddl
 
 
+def create_relay_release() -> list[str]:
+    """`outbox_release(relay)`: a relay that stops gives its partitions' leases back at once, so the
+    relays still running (or its successor, a rolling restart) take them over without waiting for them
+    to lapse. Executable only by the relay's role, like claim and settle."""
+    relay = quote_ident(RELAY_ROLE)
+    return [
+        """CREATE FUNCTION outbox_release(relay text) RETURNS integer
+               LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+               AS $$
+               #variable_conflict use_column
+               DECLARE
+                   released integer;
+               BEGIN
+                   UPDATE outbox_leases l SET holder = NULL, expires_at = '-infinity'
+                   WHERE l.holder = outbox_release.relay;
+                   GET DIAGNOSTICS released = ROW_COUNT;
+                   DELETE FROM outbox_relays r WHERE r.relay = outbox_release.relay;
+                   RETURN released;
+               END
+               $$""",
+        "REVOKE ALL ON FUNCTION outbox_release(text) FROM PUBLIC",
+        f"GRANT EXECUTE ON FUNCTION outbox_release(text) TO {relay}",
+    ]
+
+
+def drop_relay_release() -> list[str]:
+    return ["DROP FUNCTION outbox_release(text)"]
+
+
 def drop_relay_protocol(app_role: str) -> list[str]:
     """Back to what create_outbox() made: the legacy functions, executable by the runtime role."""
     role = quote_ident(app_role)
