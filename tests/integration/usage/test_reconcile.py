@@ -3,7 +3,10 @@ storage measured exactly there (pg_database_size)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
+from events import topics
 from tenantdb.provisioning import drop_dedicated
 
 from tests.integration.tenantdb.conftest import move_to_dedicated
@@ -26,7 +29,13 @@ async def test_a_dedicated_tenant_is_measured_on_its_own_database(stack_env: dic
             await usage_role.execute("UPDATE tenants SET product_count = 3 WHERE id = $1", tenant_id)
             mark = await end_offsets(stack_env["KAFKA_BOOTSTRAP_SERVERS"])
             async with usage_app(stack_env, start_at=mark) as (app, _):
-                reconciler = app.state.runtime.background[1]
+                consumer, reconciler = app.state.runtime.background
+                # It corrects only what it sees while the consumer is caught up: the group may take a
+                # while to be assigned its partitions (a member killed by an earlier test lingers).
+                for _ in range(600):
+                    if consumer.consumer.caught_up(topics.PRODUCTS):
+                        break
+                    await asyncio.sleep(0.1)
                 await reconciler.round(only={tenant_id})
                 await reconciler.round(only={tenant_id})
             storage = await usage_role.fetchval(
