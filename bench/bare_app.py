@@ -19,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI, Header, HTTPException, Request
 
 POOL_SIZE = 10
+BARE_TOPIC = "bench.bare.v1"  # its events are relayed like the service's (bench_services)
 TenantHeader = Annotated[uuid.UUID, Header()]
 
 
@@ -102,11 +103,15 @@ async def post_order(request: Request, x_tenant_id: TenantHeader) -> dict[str, A
             "items": lines,
             "total": str(total),
         }
+        # events.outbox.record's statement: the tenant's lock orders its events by commit.
         await conn.execute(
+            "WITH tenant_lock AS MATERIALIZED ("
+            "SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || $2::uuid::text, 0))) "
             "INSERT INTO outbox (event_id, tenant_id, topic, event_type, payload) "
-            "VALUES ($1, $2, 'bench.bare.v1', 'order.placed', $3::jsonb)",
+            "SELECT $1, $2, $3, 'order.placed', $4::jsonb FROM tenant_lock",
             uuid.uuid4(),
             x_tenant_id,
+            BARE_TOPIC,
             json.dumps(event),
         )
     return {"id": str(order["id"]), "order_number": str(number), "total_amount": str(total), "items": lines}

@@ -7,10 +7,11 @@
   the processes' start-up is left out. The baseline sends the same 100,000 payloads with one
   idempotent acks=all aiokafka producer, as fast as it goes.
 - `events.relay_latency_p99` (ms, baseline the raw producer's p99): one event per transaction at a
-  steady 1,000 events/s for 10 s (16 committers on raw asyncpg, `synchronous_commit = off` for
-  them only, else this machine cannot offer the rate); latency is from COMMIT returning to a consumer
-  receiving the event (raw: from `send()` to receiving it). If the committers cannot keep the
-  offered rate (the load generator saturates, not the relay), no number is reported.
+  steady 1,000 events/s for 10 s (16 committers on raw asyncpg in a process of their own,
+  `synchronous_commit = off` for them only, else this machine cannot offer the rate); latency is
+  from COMMIT returning to a consumer receiving the event (raw: from `send()` to receiving it). If
+  the committers cannot keep the offered rate (the load generator saturates, not the relay), no
+  number is reported.
 Events go to a topic of their own, so no service consumes them.
 """
 
@@ -18,14 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
+import multiprocessing
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -35,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tenantschema.urls import asyncpg_url, libpq_url, with_database
 
 from bench import Measure
+from bench.processes import relays
 
 BENCHMARKS = ("events.relay", "events.relay_latency_p99")
 
@@ -69,31 +71,6 @@ def _envelope(tenant: uuid.UUID, i: int) -> Envelope:
         producer="bench",
         data={"product_id": str(uuid.uuid4()), "name": f"Product {i}", "price": "19.99", "i": i},
     )
-
-
-@contextmanager
-def _relays(env: Mapping[str, str], log_dir: Path) -> Iterator[list[Path]]:
-    child = {**os.environ, **env, "LOG_LEVEL": "WARNING"}
-    logs = [log_dir / f"relay-{i}.log" for i in range(RELAYS)]
-    handles = [path.open("wb") for path in logs]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "servicekit.relay"], env=child, stdout=h, stderr=subprocess.STDOUT
-        )
-        for h in handles
-    ]
-    try:
-        yield logs
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for handle in handles:
-            handle.close()
 
 
 async def _published(conn: asyncpg.Connection, ids: list[uuid.UUID]) -> int:
@@ -198,9 +175,9 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
-async def _steady(send: object, tenants: list[uuid.UUID], receiver: _Receiver, what: str) -> float | None:
-    """Offer RATE events/s for LATENCY_SECONDS through `send(envelope) -> sent time`; the p99 in ms,
-    or None when the load generator could not keep the rate."""
+async def _offer(send: Callable[[Envelope], Awaitable[float]], tenants: list[uuid.UUID]) -> _Offered:
+    """Offer RATE events/s for LATENCY_SECONDS through `send(envelope) -> sent time` (perf_counter,
+    CLOCK_MONOTONIC: comparable across the processes of this machine)."""
     total = int(RATE * LATENCY_SECONDS)
     sent: dict[str, float] = {}
     late = 0
@@ -216,11 +193,74 @@ async def _steady(send: object, tenants: list[uuid.UUID], receiver: _Receiver, w
             elif delay < -0.05:
                 late += 1
             envelope = _envelope(tenants[k % TENANTS], k)
-            sent[str(envelope.event_id)] = await send(envelope)  # type: ignore[operator]
+            sent[str(envelope.event_id)] = await send(envelope)
 
     await asyncio.gather(*(worker(w) for w in range(LATENCY_COMMITTERS)))
-    elapsed = time.perf_counter() - started
-    achieved = total / elapsed
+    return _Offered(sent, total / (time.perf_counter() - started), late)
+
+
+@dataclass(frozen=True)
+class _Offered:
+    sent: dict[str, float]  # event id -> when it was committed (or sent, for the raw producer)
+    achieved: float  # events/s
+    late: int  # events offered more than 50 ms after their slot
+
+
+async def _commit_steadily(owner_url: str, tenants: list[uuid.UUID]) -> _Offered:
+    """The load generator: events.outbox.record's statement on raw asyncpg, one autocommitted statement
+    per event, synchronous_commit off for these sessions only (the relays' own commits stay
+    synchronous). Through SQLAlchemy with synchronous commits this machine offers only ~250 commits/s:
+    the generator, not the relay."""
+    committers = await asyncpg.create_pool(
+        owner_url,
+        min_size=LATENCY_COMMITTERS,
+        max_size=LATENCY_COMMITTERS,
+        server_settings={"synchronous_commit": "off"},
+    )
+    try:
+
+        async def commit(envelope: Envelope) -> float:
+            await committers.execute(
+                _RECORD_SQL,
+                envelope.event_id,
+                envelope.tenant_id,
+                TOPIC,
+                envelope.event_type,
+                envelope.model_dump_json(),
+            )
+            return time.perf_counter()
+
+        return await _offer(commit, tenants)
+    finally:
+        await committers.close()
+
+
+def _committer_process(owner_url: str, tenants: list[uuid.UUID], results: Any) -> None:
+    """A process of its own for the generator: sharing one with the receiver, it fell behind."""
+    offered = asyncio.run(_commit_steadily(owner_url, tenants))
+    results.put((offered.sent, offered.achieved, offered.late))
+
+
+async def _commit_in_child(owner_url: str, tenants: list[uuid.UUID]) -> _Offered:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    child = context.Process(target=_committer_process, args=(owner_url, tenants, results))
+    child.start()
+    try:
+        sent, achieved, late = await asyncio.get_running_loop().run_in_executor(
+            None, results.get, True, LATENCY_SECONDS + 120
+        )
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+    return _Offered(sent, achieved, late)
+
+
+async def _latency(offered: _Offered, receiver: _Receiver, what: str) -> float | None:
+    """The p99 in ms from sent to received, or None when the load generator could not keep the rate."""
+    total = int(RATE * LATENCY_SECONDS)
+    sent = offered.sent
     deadline = time.perf_counter() + 60
     while any(e not in receiver.received for e in sent) and time.perf_counter() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
@@ -228,14 +268,15 @@ async def _steady(send: object, tenants: list[uuid.UUID], receiver: _Receiver, w
     if len(latencies) < total:
         raise RuntimeError(f"{what}: only {len(latencies)} of {total} events arrived")
     p99 = _p99(latencies)
-    if achieved < 0.95 * RATE or late > 0.05 * total:
+    if offered.achieved < 0.95 * RATE or offered.late > 0.05 * total:
         _say(
-            f"{what}: the load generator saturated ({achieved:.0f} events/s offered of {RATE:.0f}, "
-            f"{late} late): no result (for information only, p99 at that rate {p99:.1f} ms)"
+            f"{what}: the load generator saturated ({offered.achieved:.0f} events/s offered of "
+            f"{RATE:.0f}, {offered.late} late): no result (for information only, p99 at that rate "
+            f"{p99:.1f} ms)"
         )
         return None
     _say(
-        f"{what}: {achieved:.0f} events/s offered, "
+        f"{what}: {offered.achieved:.0f} events/s offered, "
         f"p50 {sorted(latencies)[len(latencies) // 2]:.1f} ms, p99 {p99:.1f} ms"
     )
     return p99
@@ -258,7 +299,7 @@ async def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
         if "events.relay" in selected:
             # A backlog first, then the relays: what is measured is how fast two relays drain it.
             backlog = await _commit_backlog(engine, tenants)
-            with _relays(env, log_dir):
+            with relays(env, log_dir, RELAYS):
                 ours = await _drain_rate(owner, [e.event_id for e in backlog])
             raw = await _raw_throughput(bootstrap, [e.model_dump_json().encode() for e in backlog], tenants)
             _say(f"2 relays drained {ours:.0f} events/s, raw producer {raw:.0f} events/s")
@@ -266,7 +307,7 @@ async def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
                 Measure("events.relay", round(ours, 1), "events/s", round(raw, 1), round(raw / ours, 3))
             )
 
-        with _relays(env, log_dir):
+        with relays(env, log_dir, RELAYS):
             warm = [_envelope(t, -1) for t in tenants[:20]]
             async with engine.begin() as connection:
                 await outbox.record(connection, TOPIC, *warm)
@@ -280,38 +321,16 @@ async def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
                     bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2
                 )
                 await producer.start()
-                # The load generator: events.outbox.record's statement on raw asyncpg, one
-                # autocommitted statement per event, synchronous_commit off for these sessions only
-                # (the relays' own commits stay synchronous). Through SQLAlchemy with synchronous
-                # commits this machine offers only ~250 commits/s: the generator, not the relay.
-                committers = await asyncpg.create_pool(
-                    owner_url,
-                    min_size=LATENCY_COMMITTERS,
-                    max_size=LATENCY_COMMITTERS,
-                    server_settings={"synchronous_commit": "off"},
-                )
                 try:
-
-                    async def commit(envelope: Envelope) -> float:
-                        await committers.execute(
-                            _RECORD_SQL,
-                            envelope.event_id,
-                            envelope.tenant_id,
-                            TOPIC,
-                            envelope.event_type,
-                            envelope.model_dump_json(),
-                        )
-                        return time.perf_counter()
 
                     async def send_raw(envelope: Envelope) -> float:
                         at = time.perf_counter()
                         await producer.send(TOPIC, envelope.to_json(), key=envelope.key())
                         return at
 
-                    ours_p99 = await _steady(commit, tenants, receiver, "relay")
-                    raw_p99 = await _steady(send_raw, tenants, receiver, "raw producer")
+                    ours_p99 = await _latency(await _commit_in_child(owner_url, tenants), receiver, "relay")
+                    raw_p99 = await _latency(await _offer(send_raw, tenants), receiver, "raw producer")
                 finally:
-                    await committers.close()
                     await producer.stop()
                     await receiver.stop()
                 if ours_p99 is not None and raw_p99 is not None:

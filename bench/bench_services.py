@@ -8,6 +8,12 @@ get_product ≤ 1/0.85, post_order ≤ 1/0.9). `services.*_p99`: our p99 latency
 (ratio = ours ÷ bare, target ≤ 2). Runs alternate bare/ours so drift on the machine hits both; the
 median of the runs is reported.
 
+Both apps write the same outbox rows (the tenant lock of events.outbox.record included), and one outbox
+relay runs as its own process (`python -m servicekit.relay`, a supported deployment) for the whole of
+`post_order`, publishing both apps' events: both pay for the events on this machine, and what is
+compared is the request path. (With the relay inside the orders process, the default, its cost is the
+events.* benchmarks' subject, not this one's.)
+
 A ratio means something only if the server under test, not the load generator, set the pace. Each
 run records the CPU time wrk used (its event loop spins when it cannot keep up) and the server's; a
 measure where wrk was busy ≥ SATURATED of its thread's time is reported without a ratio, and why.
@@ -37,6 +43,8 @@ import httpx
 from tenantschema.urls import libpq_url, with_database
 
 from bench import Measure
+from bench.bare_app import BARE_TOPIC
+from bench.processes import relays
 
 BENCHMARKS = (
     "services.get_product",
@@ -235,6 +243,9 @@ def _measures(name: str, ours: Run, bare: Run) -> list[Measure]:
 def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (make bench installs it: apt-get install wrk)")
+    from devstack.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [BARE_TOPIC]))  # the relay publishes there
     tenant = uuid.uuid4()
     ids = asyncio.run(_seed(env, tenant))
     body = json.dumps(
@@ -260,23 +271,28 @@ def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
                 "PLATFORM_DATABASE_URL": env[f"{module.upper()}_PLATFORM_DATABASE_URL"],
                 "SHARED_DATABASE_URL": env[f"{module.upper()}_SHARED_DATABASE_URL"],
             }
-            ours = Server(module, {**service_env, **own_role}, workdir)
+            # The orders service's events go out through the relay process started below.
+            relay_off = {"OUTBOX_RELAY_ENABLED": "false"} if method == "POST" else {}
+            relay_count = 1 if method == "POST" else 0
+            ours = Server(module, {**service_env, **own_role, **relay_off}, workdir)
             bare = Server("bench.bare_app", service_env, workdir)
             try:
-                ours.wait_ready("/readyz")
-                bare.wait_ready("/docs")
-                for server in (bare, ours):  # one request each first: a broken setup fails loudly
-                    headers = {"X-Tenant-ID": str(tenant), "Content-Type": "application/json"}
-                    if method == "GET":
-                        probe = httpx.get(f"{server.url}/v1/products/{ids[0]}", headers=headers)
-                    else:
-                        probe = httpx.post(f"{server.url}/v1/orders", content=body, headers=headers)
-                    if probe.status_code >= 300:
-                        raise RuntimeError(f"{server.url} answered {probe.status_code}: {probe.text[:500]}")
-                results: dict[str, list[Run]] = {"ours": [], "bare": []}
-                for _ in range(RUNS):
-                    for label, server in (("bare", bare), ("ours", ours)):
-                        results[label].append(_wrk(server, scripts[method]))
+                with relays(env, workdir, relay_count):
+                    ours.wait_ready("/readyz")
+                    bare.wait_ready("/docs")
+                    for server in (bare, ours):  # one request each first: a broken setup fails loudly
+                        headers = {"X-Tenant-ID": str(tenant), "Content-Type": "application/json"}
+                        if method == "GET":
+                            probe = httpx.get(f"{server.url}/v1/products/{ids[0]}", headers=headers)
+                        else:
+                            probe = httpx.post(f"{server.url}/v1/orders", content=body, headers=headers)
+                        if probe.status_code >= 300:
+                            answer = f"{probe.status_code}: {probe.text[:500]}"
+                            raise RuntimeError(f"{server.url} answered {answer}")
+                    results: dict[str, list[Run]] = {"ours": [], "bare": []}
+                    for _ in range(RUNS):
+                        for label, server in (("bare", bare), ("ours", ours)):
+                            results[label].append(_wrk(server, scripts[method]))
             finally:
                 ours.stop()
                 bare.stop()

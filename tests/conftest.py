@@ -11,9 +11,7 @@ from pathlib import Path
 import devstack
 import pytest
 
-from tests.support import watchdog
-
-pytest_plugins = ["tests.support.watchdog"]
+pytest_plugins = ["tests.support.watchdog", "tests.support.hostile"]
 
 _TESTS = Path(__file__).parent
 _FOLDER_MARKERS = {"integration": "integration", "unit": "unit", "e2e": "e2e"}
@@ -34,6 +32,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session", autouse=True)
 async def _watched_loop() -> None:
     """The session's event loop, for the watchdog's task dump when a test hangs."""
+    from tests.support import watchdog  # a plugin (pytest_plugins): imported once pytest loaded it
+
     watchdog.remember_loop(asyncio.get_running_loop())
 
 

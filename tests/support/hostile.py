@@ -11,6 +11,8 @@ from typing import Any, Final
 
 import asyncpg
 import httpx
+import pytest
+from servicekit.settings import ServiceSettings
 from tenantschema.urls import libpq_url, with_database
 
 PROBLEM: Final = "application/problem+json"
@@ -18,6 +20,7 @@ NUL: Final = "\x00"
 INT64_MAX: Final = 2**63 - 1
 MAX_JSON_DEPTH: Final = 32  # servicekit.validation
 MAX_JSON_BYTES: Final = 64 * 1024
+MAX_BODY: Final = ServiceSettings.model_fields["max_body_bytes"].default  # MAX_BODY_BYTES's default
 
 
 def deep(depth: int, leaf: Any = 1) -> Any:
@@ -102,3 +105,11 @@ class Database:
 
     async def close(self) -> None:
         await self.connection.close()
+
+
+@pytest.fixture(scope="module")
+async def shared(admin_url: str) -> AsyncIterator[Database]:
+    """The shared database as its superuser (RLS bypassed): what a refused request left there."""
+    database = await Database.open(admin_url, "shared")
+    yield database
+    await database.close()

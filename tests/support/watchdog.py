@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import gc
+import inspect
 import io
 import os
 import sys
@@ -43,6 +45,13 @@ def _asyncio_tasks() -> str:
         print(f"--- {task.get_name()}", file=out)
         for line in _awaiting(task.get_coro()):
             print(f"    {line}", file=out)
+    # A task awaiting an async generator (a fixture, a lifespan) shows no frames past it: list the
+    # running generators too.
+    for generator in gc.get_objects():
+        if inspect.isasyncgen(generator) and generator.ag_running:
+            print(f"--- async generator {generator.__qualname__}", file=out)
+            for line in _awaiting(generator):
+                print(f"    {line}", file=out)
     return out.getvalue() or "no pending tasks\n"
 
 

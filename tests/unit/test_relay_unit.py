@@ -15,7 +15,7 @@ from devstack import credentials
 from events.relay import is_poison
 from servicekit.relay import dedicated_relay_url
 from servicekit.settings import ServiceSettings
-from tenantschema.outbox_ddl import RELAY_ROLE
+from tenantschema.roles import RELAY_ROLE
 
 RELAY = "postgresql://outbox_relay:relay-secret@db.internal:5432/shared"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 from fastapi import FastAPI
-from tenantschema.outbox_ddl import RELAY_ROLE
+from tenantschema.roles import RELAY_ROLE
 
 from tests.integration.catalog.conftest import TENANT_HEADER, new_tenant
 from tests.support.databases import wait_for_connection_names

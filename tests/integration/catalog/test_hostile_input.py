@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from tests.integration.catalog.conftest import TENANT_HEADER, new_tenant
 from tests.support.hostile import (
     INT64_MAX,
+    MAX_BODY,
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
     NUL,
@@ -26,7 +27,6 @@ from tests.support.hostile import (
     tampered_cursors,
 )
 
-MAX_BODY = 2 * 1024 * 1024  # the default MAX_BODY_BYTES
 MAX_PRICE = "99999999.99"  # numeric(10, 2)
 
 
@@ -49,13 +49,6 @@ async def client(
         headers={TENANT_HEADER: str(tenant)},
     ) as http:
         yield http
-
-
-@pytest.fixture(scope="module")
-async def shared(admin_url: str) -> AsyncIterator[Database]:
-    database = await Database.open(admin_url, "shared")
-    yield database
-    await database.close()
 
 
 async def _written(shared: Database, tenant: uuid.UUID) -> tuple[int, int, int]:

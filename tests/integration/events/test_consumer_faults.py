@@ -6,7 +6,8 @@ processes.IsolatedStack: its own PostgreSQL and Kafka, so stopping them disturbs
   meet the outage (it retried transient failures, holding its partitions).
 - A service started while Kafka is stopped serves (readyz 200, Kafka reported down) and takes writes;
   when Kafka starts, their events go out in commit order, the consumers start consuming, and the
-  requests counted meanwhile are published, summed exactly, unknown tenant ids never counted.
+  requests counted meanwhile are published, summed exactly, unknown tenant ids never counted; for
+  orders and for catalog.
 """
 
 from __future__ import annotations
@@ -364,3 +365,71 @@ async def _seed_read_model(stack: IsolatedStack, tenant: uuid.UUID, product_id: 
             await uow.commit()
     finally:
         await tdb.close()
+
+
+async def test_catalog_started_without_kafka_serves_and_publishes_its_events_and_counts_after(
+    isolated: IsolatedStack,
+) -> None:
+    """The same for catalog (its own factory path, its own outbox rows): product writes accepted with
+    Kafka away, their events out once each in commit order when it returns, request counts exact."""
+    tenant = await _tenant(isolated)
+    unknown = uuid.uuid4()
+    await asyncio.to_thread(isolated.stop_kafka)
+    app = create_catalog(CatalogSettings(**_common(isolated), request_count_window_seconds=0.2))
+    started = time.monotonic()
+    async with serve(app) as http:
+        assert time.monotonic() - started < 10, "the start waited for Kafka"
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["kafka"].startswith("error")
+        created: list[str] = []
+        for i in range(4):
+            response = await http.post(
+                "/v1/products", json={"name": f"Outage {i}", "price": "3.00"}, headers={TENANT: str(tenant)}
+            )
+            assert response.status_code == 201, response.text
+            created.append(response.json()["id"])
+        updated = await http.patch(
+            f"/v1/products/{created[0]}", json={"price": "3.50"}, headers={TENANT: str(tenant)}
+        )
+        assert updated.status_code == 200, updated.text
+        for _ in range(3):
+            assert (await http.get("/v1/products", headers={TENANT: str(tenant)})).status_code == 200
+        for _ in range(2):  # names no tenant: refused, never counted
+            assert (await http.get("/v1/products", headers={TENANT: str(unknown)})).status_code == 404
+        await asyncio.sleep(1)  # several count windows pass with Kafka away
+
+        await asyncio.to_thread(isolated.start_again)
+
+        async with (
+            _reader(isolated.kafka, topics.PRODUCTS) as product_records,
+            _reader(isolated.kafka, topics.REQUESTS) as count_records,
+        ):
+            mine = str(tenant).encode()
+
+            async def all_written() -> list[tuple[str, str]] | None:
+                seen = [
+                    (event["event_type"], event["data"]["product_id"])
+                    for event in (json.loads(r.value) for r in product_records if r.key == mine)
+                ]
+                return seen if len(seen) >= len(created) + 1 else None
+
+            delivered = await _eventually(
+                all_written, timeout=90, what="catalog's events after Kafka returned"
+            )
+            # Once each, in commit order: the four creations, then the update.
+            assert delivered == [("product.created", p) for p in created] + [("product.updated", created[0])]
+
+            def counted(tenant_id: uuid.UUID) -> int:
+                by_id = {
+                    e["event_id"]: e["data"]["count"]
+                    for e in (json.loads(r.value) for r in count_records)
+                    if e["tenant_id"] == str(tenant_id)
+                }
+                return sum(by_id.values())
+
+            # 4 POSTs, 1 PATCH and 3 GETs of the tenant.
+            await _eventually(lambda: _true(counted(tenant) >= 8), timeout=60, what="the request counts")
+            await asyncio.sleep(1)  # a later window would show a double count
+            assert counted(tenant) == 8
+            assert counted(unknown) == 0

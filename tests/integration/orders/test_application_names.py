@@ -4,7 +4,7 @@ for requests, `orders:consumers` for the product consumer, as the orders service
 
 from __future__ import annotations
 
-from tenantschema.outbox_ddl import RELAY_ROLE
+from tenantschema.roles import RELAY_ROLE
 
 from tests.integration.orders.conftest import OrdersApp, ProductFeed, product_event
 from tests.integration.tenantdb.conftest import MakeTenant

@@ -6,7 +6,6 @@ total reached its column's maximum can still order."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +22,7 @@ from tests.integration.orders.conftest import (
 from tests.integration.tenantdb.conftest import MakeTenant
 from tests.support.hostile import (
     INT64_MAX,
+    MAX_BODY,
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
     NUL,
@@ -35,7 +35,6 @@ from tests.support.hostile import (
     tampered_cursors,
 )
 
-MAX_BODY = 2 * 1024 * 1024  # the default MAX_BODY_BYTES
 MAX_PRICE = "99999999.99"  # a product's price: numeric(10, 2)
 MAX_AMOUNT = Decimal("9999999999.99")  # an order's amounts, a customer's total_spent: numeric(12, 2)
 
@@ -52,13 +51,6 @@ async def client(make_tenant: MakeTenant, orders_app: OrdersApp, feed: ProductFe
     client = TenantClient(orders_app.http, tenant_id, "shared")
     client.products = {name: ProductData.model_validate(e.data).product_id for name, e in events.items()}
     return client
-
-
-@pytest.fixture(scope="module")
-async def shared(admin_url: str) -> AsyncIterator[Database]:
-    database = await Database.open(admin_url, "shared")
-    yield database
-    await database.close()
 
 
 async def _written(shared: Database, tenant: uuid.UUID) -> tuple[int, int, int]:

@@ -25,6 +25,7 @@ from tests.integration.servicekit.example_service import TOPIC, GreeterSettings,
 from tests.integration.tenantdb.conftest import MakeTenant, dedicated_secret
 from tests.support.apps import serve
 from tests.support.kafka import watch
+from tests.support.relay import relay_settings
 
 README = Path(__file__).parents[3] / "libs" / "servicekit" / "README.md"
 PROBLEM_JSON = "application/problem+json"
@@ -38,6 +39,7 @@ async def greeter(stack_env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]
         shared_database_url=stack_env["SHARED_DATABASE_URL"],
         kafka_bootstrap_servers=stack_env["KAFKA_BOOTSTRAP_SERVERS"],
         dedicated_password_secret=dedicated_secret(),
+        **relay_settings(stack_env),
     )
     async with serve(create_app(settings)) as client:
         yield client

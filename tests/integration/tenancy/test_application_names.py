@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from tenantschema.outbox_ddl import RELAY_ROLE
+from tenantschema.roles import RELAY_ROLE
 
 from tests.support.databases import wait_for_connection_names
 

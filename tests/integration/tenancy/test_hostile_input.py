@@ -15,6 +15,7 @@ from tests.integration.tenancy.conftest import tenancy_settings
 from tests.support.apps import serve
 from tests.support.hostile import (
     INT64_MAX,
+    MAX_BODY,
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
     NUL,
@@ -27,7 +28,6 @@ from tests.support.hostile import (
     tampered_cursors,
 )
 
-MAX_BODY = 2 * 1024 * 1024  # the default MAX_BODY_BYTES
 KAFKA_MESSAGE_BYTES = 1_048_576  # the broker's default message.max.bytes
 
 

@@ -15,9 +15,7 @@ from devstack.errors import DevstackError
 SUPERUSER = "postgres"
 OWNER_ROLE = roles.OWNER_ROLE
 APP_ROLE = roles.APP_GROUP
-# The outbox relay's login role: the only one that may claim and settle outbox rows
-# (tenantschema.outbox_ddl.RELAY_ROLE).
-RELAY_ROLE = "outbox_relay"
+RELAY_ROLE = roles.RELAY_ROLE
 # Not a role: the secret dedicated databases' role passwords are derived from (tenantdb.placement).
 DEDICATED_SECRET = "dedicated_password_secret"
 # One login role per service (tenantschema.roles), each with a password of its own.

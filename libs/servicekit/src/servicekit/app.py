@@ -13,12 +13,14 @@ use-case factory returned), `.broker`, `.relay` (None when OUTBOX_RELAY_ENABLED=
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+import structlog
 import uvicorn
 from events.dead_letter import DeadLetter
 from events.envelope import Envelope
@@ -26,6 +28,7 @@ from events.relay import OutboxRelay
 from fastapi import APIRouter, FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from sqlalchemy.ext.asyncio import AsyncEngine
 from tenantdb import TenantDB
 
 from servicekit.counting import RequestCounter
@@ -33,13 +36,32 @@ from servicekit.health import Check, database_check, health_router, kafka_check
 from servicekit.http import RequestContextMiddleware
 from servicekit.kafka import KafkaConnection
 from servicekit.logs import configure_logging
-from servicekit.metrics import REDMetricsMiddleware
 from servicekit.platform import PLATFORM_SOURCE, PlatformDB
 from servicekit.problems import install_problem_handlers
 from servicekit.relay import platform_outbox_relay, tenant_outbox_relay
 from servicekit.settings import ServiceSettings
 
 Hook = Callable[[], Awaitable[None]]
+
+log = structlog.get_logger("servicekit.app")
+
+# Each shutdown step gets this long. A step that hangs (a producer flushing to a broker that went
+# away, a connection that never answers its close) is left behind so the others still run and the
+# process ends: an orchestrator would SIGKILL it anyway, with nothing flushed.
+SHUTDOWN_STEP_SECONDS = 10.0
+
+
+async def _bounded(step: str, work: Awaitable[None], seconds: float = SHUTDOWN_STEP_SECONDS) -> None:
+    task = asyncio.ensure_future(work)
+    # asyncio.wait, not wait_for: wait_for would wait for a task that ignores its cancellation.
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        log.error("shutdown step did not finish; left behind", step=step, seconds=seconds)
+        return
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        log.error("shutdown step failed", step=step, error=repr(error))
 
 
 class Background(Protocol):
@@ -80,7 +102,8 @@ class Publication:
 
 @dataclass
 class TenantService(Generic[S, U]):
-    """What `create_tenant_service` built; `register` gets it to mount the subscriptions."""
+    """What `create_tenant_service` built; `register` gets it to mount the subscriptions (and may add
+    to `background`)."""
 
     settings: S
     tdb: TenantDB
@@ -88,6 +111,7 @@ class TenantService(Generic[S, U]):
     relay: OutboxRelay | None
     counter: RequestCounter
     usecases: U
+    background: list[Background] = field(default_factory=list)
 
 
 @dataclass
@@ -135,19 +159,15 @@ def create_tenant_service(
         register(broker, service)
     app = _assemble(
         settings,
+        service,
         version=version,
         description=description,
-        broker=broker,
-        relay=relay,
-        counter=counter,
         routers=routers,
-        checks={"database": database_check(tdb.shared_engine), "kafka": kafka_check(broker)},
+        database=tdb.shared_engine,
         on_shutdown=[tdb.close],
         freeze_gc=freeze_gc,
     )
     app.state.tdb = tdb
-    app.state.usecases = service.usecases
-    app.state.runtime = service
     return app
 
 
@@ -178,20 +198,15 @@ def create_platform_service(
         register(broker, service)
     app = _assemble(
         settings,
+        service,
         version=version,
         description=description,
-        broker=broker,
-        relay=relay,
-        counter=None,
         routers=routers,
-        checks={"database": database_check(db.engine), "kafka": kafka_check(broker)},
+        database=db.engine,
         on_shutdown=[db.close],
         freeze_gc=freeze_gc,
-        background=service.background,
     )
     app.state.platform_db = db
-    app.state.usecases = service.usecases
-    app.state.runtime = service
     return app
 
 
@@ -219,19 +234,21 @@ def _declare(broker: KafkaBroker, publishes: Sequence[Publication]) -> None:
 
 def _assemble(
     settings: ServiceSettings,
+    service: TenantService[S, U] | PlatformService[S, U],
     *,
     version: str,
     description: str,
-    broker: KafkaBroker,
-    relay: OutboxRelay | None,
-    counter: RequestCounter | None,
     routers: Sequence[APIRouter],
-    checks: Mapping[str, Check],
+    database: AsyncEngine,
     on_shutdown: Sequence[Hook],
     freeze_gc: bool,
-    background: Sequence[Background] = (),
 ) -> FastAPI:
+    """The app both factories build around what they made: one lifespan, middleware, health."""
     title = settings.service_name
+    broker, relay = service.broker, service.relay
+    counter = service.counter if isinstance(service, TenantService) else None
+    background = service.background
+    checks: Mapping[str, Check] = {"database": database_check(database), "kafka": kafka_check(broker)}
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -251,19 +268,19 @@ def _assemble(
             yield
         finally:
             for worker in reversed(background):
-                await worker.stop()
+                await _bounded(type(worker).__name__, worker.stop())
             if counter is not None:
-                await counter.stop()  # flushes the last window while the broker is up
+                await _bounded("request counter", counter.stop())  # flushes while the broker is up
             if relay is not None:
-                await relay.stop()
-            await kafka.stop()
+                await _bounded("outbox relay", relay.stop())
+            await _bounded("kafka", kafka.stop())
             for hook in on_shutdown:
-                await hook()
+                await _bounded(getattr(hook, "__qualname__", repr(hook)), hook())
 
     app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
     install_problem_handlers(app)
+    # Added last: the outermost, so its RED metrics see every answer.
     app.add_middleware(RequestContextMiddleware, counter=counter, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(REDMetricsMiddleware)  # added last: the outermost, so it sees every answer
     for router in routers:  # first: the hot routes are matched before the health ones are tried
         app.include_router(router)
     app.include_router(health_router(checks, broker, title=title, version=version))
@@ -271,4 +288,6 @@ def _assemble(
     app.state.broker = broker
     app.state.relay = relay
     app.state.counter = counter
+    app.state.usecases = service.usecases
+    app.state.runtime = service
     return app

@@ -1,8 +1,10 @@
-"""HTTP pieces: the X-Tenant-ID dependency and one ASGI middleware for request context, body limit
-and request counting (pure ASGI: BaseHTTPMiddleware would cost every request a task)."""
+"""HTTP pieces: the X-Tenant-ID dependency and one ASGI middleware for request context, body limit,
+request counting and the RED metrics (pure ASGI: BaseHTTPMiddleware would cost every request a task;
+one middleware, not two, because each layer wraps `send` once more on every request)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextvars import Token
@@ -15,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit.counting import UNKNOWN_TENANT, RequestCounter
 from servicekit.logs import REQUEST_CONTEXT
+from servicekit.metrics import METHODS, UNMATCHED, observe
 from servicekit.problems import TENANT_HEADER, problem_response
 
 # A plain header parameter, not a dependency: FastAPI parses it as the bare app does (a dependency
@@ -53,7 +56,8 @@ class ModelResponse(Response):
 
 class RequestContextMiddleware:
     """Binds request id and tenant id to the logs, counts tenant requests (servicekit.counting),
-    refuses oversized bodies."""
+    refuses oversized bodies, and observes every answer for the RED metrics (servicekit.metrics),
+    refusals included: the outermost of the service's middlewares."""
 
     def __init__(self, app: ASGIApp, *, counter: RequestCounter | None, max_body_bytes: int) -> None:
         self.app = app
@@ -64,6 +68,19 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before it answers
+        try:
+            status = await self._handle(scope, receive, send)
+        finally:
+            # The router put the matched route into this same scope dict on its way down.
+            template = getattr(scope.get("route"), "path_format", None) or UNMATCHED
+            method = scope["method"]
+            observe(template, method if method in METHODS else "OTHER", status, time.perf_counter() - started)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """The request, answered; returns the status sent (500 if none was)."""
+        status = 500
         # ASGI header names are lower-case bytes: pick the three we need in one pass, decode only those.
         request_id = raw_tenant = length = None
         for name, value in scope["headers"]:
@@ -83,9 +100,18 @@ class RequestContextMiddleware:
         context = REQUEST_CONTEXT.set(
             {"request_id": request_id, "tenant_id": str(tenant) if tenant else None}
         )
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            await self._too_large(scope, receive, send, context)
-            return
+            await self._too_large(scope, receive, send_noting_status, context)
+            return status
         if length is None and scope["method"] not in _BODYLESS:
             # No Content-Length (chunked): read the body here, at most one byte past the limit, so an
             # oversized one is a 413 before the app sees it (the app would read a truncated body and
@@ -95,30 +121,25 @@ class RequestContextMiddleware:
             while True:
                 message = await receive()
                 if message["type"] != "http.request":
-                    break  # the client went away: nothing to answer
+                    break  # the client went away: nothing to answer (the app sees the disconnect)
                 chunk = message.get("body", b"")
                 received += len(chunk)
                 if received > self.max_body:
-                    await self._too_large(scope, receive, send, context)
-                    return
+                    await self._too_large(scope, receive, send_noting_status, context)
+                    return status
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
             receive = _replay(b"".join(chunks), receive)
 
-        async def send_with_request_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_with_request_id)
+            await self.app(scope, receive, send_noting_status)
         finally:
             REQUEST_CONTEXT.reset(context)
             # Counted once answered, unless the id named no tenant (set by the TenantNotFound handler).
             if tenant is not None and self.counter is not None and UNKNOWN_TENANT not in scope:
                 self.counter.add(tenant)
+        return status
 
     async def _too_large(
         self, scope: Scope, receive: Receive, send: Send, context: Token[Mapping[str, Any] | None]

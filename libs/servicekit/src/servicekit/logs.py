@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Mapping, MutableMapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -21,6 +21,20 @@ def merge_request_context(_: Any, __: str, event: MutableMapping[str, Any]) -> M
         for key, value in context.items():
             event.setdefault(key, value)
     return event
+
+
+class _CurrentStdout:
+    """Whatever `sys.stdout` is when a line is written, not when logging was configured: a stream
+    swapped out (a test's capture, closed since) must not turn every later log call into an error."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+STDOUT: Final = _CurrentStdout()
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -38,12 +52,12 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(STDOUT),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
     # Libraries' stdlib logging goes through the same JSON renderer.
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(STDOUT)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

@@ -26,12 +26,12 @@ from tenantdb import TenantDB
 from tenantdb.engines import DedicatedEngines, create_engine
 from tenantdb.placement import Placement
 
+from servicekit.platform import PLATFORM_SOURCE
 from servicekit.settings import ServiceSettings
 
 log = structlog.get_logger("servicekit.relay")
 
 SHARED_SOURCE = "shared"
-PLATFORM_SOURCE = "platform"
 
 
 def relay_engine(url: str | URL, *, service: str) -> AsyncEngine:

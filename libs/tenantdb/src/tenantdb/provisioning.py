@@ -9,8 +9,8 @@ import uuid
 import asyncpg
 from sqlalchemy.engine import make_url
 from tenantschema import migrations
-from tenantschema.outbox_ddl import RELAY_ROLE
 from tenantschema.render import quote_ident
+from tenantschema.roles import RELAY_ROLE
 from tenantschema.urls import libpq_url, with_database
 
 from tenantdb.placement import dedicated_database_name, dedicated_password

@@ -26,6 +26,7 @@ libs/events/README.md describes the protocol and why per-tenant order holds.
 from __future__ import annotations
 
 from tenantschema.render import CURRENT_TENANT_SQL, quote_ident
+from tenantschema.roles import RELAY_ROLE
 
 STATES = ("pending", "in_flight", "published", "failed")
 
@@ -150,7 +151,6 @@ def create_inbox(app_role: str) -> list[str]:
 # The relay protocol (revisions platform_0003_relay, shared_0004_relay, dedicated_0004_relay). What
 # create_outbox() renders above stays as it was: the revisions that ran it are applied history.
 
-RELAY_ROLE = "outbox_relay"
 # Rows are divided into this many partitions by a hash of the tenant id; a relay drains a partition only
 # while it holds its lease, so one tenant's rows are only ever sent by one relay at a time.
 RELAY_PARTITIONS = 16

@@ -40,6 +40,8 @@ from typing import Final
 
 APP_GROUP: Final = "app_user"
 OWNER_ROLE: Final = "platform_owner"
+# The outbox relay's login role: the only one that may claim and settle outbox rows (outbox_ddl).
+RELAY_ROLE: Final = "outbox_relay"
 
 # What no runtime role may have. INHERIT: members get app_user's grants without SET ROLE.
 RUNTIME_ROLE_ATTRIBUTES: Final = "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION INHERIT"

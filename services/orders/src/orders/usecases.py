@@ -92,7 +92,7 @@ class OrdersService:
                     return await self._replay(connection, idempotency_key, digest)
 
             requested = [(item.product_id, item.quantity) for item in body.items]
-            products = await repository.products_by_id(connection, (pid for pid, _ in requested))
+            products = await repository.products_by_id(uow.driver, (pid for pid, _ in requested))
             lines = domain.price_lines(requested, products)  # ProductsUnavailable: 422 naming the items
             totals = domain.compute_totals(lines)  # AmountTooLarge: 422
 
