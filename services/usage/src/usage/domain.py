@@ -12,7 +12,6 @@ running total (created - deleted).
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections import defaultdict
@@ -22,6 +21,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
+import orjson
 from events.envelope import Envelope
 from events.failures import InvalidEvent
 
@@ -185,8 +185,8 @@ def parse(value: bytes | None) -> Counted | None:
     if not value:
         raise InvalidEvent("empty message")
     try:
-        body = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as error:
+        body = orjson.loads(value)  # ~5x the stdlib's speed; also strict (no NaN, valid UTF-8 only)
+    except orjson.JSONDecodeError as error:
         raise InvalidEvent(f"not JSON: {error}") from error
     if not isinstance(body, dict):
         raise InvalidEvent("not a JSON object")
