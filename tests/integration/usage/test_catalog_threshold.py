@@ -15,7 +15,14 @@ from catalog.app import create_app as create_catalog
 from events import topics
 
 from tests.integration.catalog.conftest import TENANT_HEADER, catalog_settings
-from tests.integration.usage.conftest import counts_of, end_offsets, new_tenants, usage_app, wait_consumed
+from tests.integration.usage.conftest import (
+    counts_of,
+    end_offsets,
+    new_tenants,
+    usage_app,
+    wait_consumed,
+    wait_until,
+)
 from tests.support.apps import serve
 from tests.support.databases import role_url
 from tests.support.kafka import Seen, watch
@@ -84,6 +91,12 @@ async def test_ten_thousand_products_through_catalog_cross_once(stack_env: dict[
                 await platform.execute(
                     "UPDATE tenants SET product_count = product_count + 7 WHERE id = $1", tenant_id
                 )
+                consumer = app.state.runtime.background[0].consumer
+
+                async def caught_up() -> bool:  # corrections wait for the consumer to have caught up
+                    return bool(consumer.caught_up(topics.PRODUCTS))
+
+                await wait_until(caught_up, "the consumer caught up with the products topic")
                 reconciler = app.state.runtime.background[1]
                 await reconciler.round(only={tenant_id})
                 assert (await counts_of(stack_env, tenant_id)).product_count == PRODUCTS + 7

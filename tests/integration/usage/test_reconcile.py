@@ -3,14 +3,12 @@ storage measured exactly there (pg_database_size)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 from events import topics
 from tenantdb.provisioning import drop_dedicated
 
 from tests.integration.tenantdb.conftest import move_to_dedicated
-from tests.integration.usage.conftest import counts_of, end_offsets, new_tenants, usage_app
+from tests.integration.usage.conftest import counts_of, end_offsets, new_tenants, usage_app, wait_until
 from tests.support.databases import role_url
 
 
@@ -29,13 +27,13 @@ async def test_a_dedicated_tenant_is_measured_on_its_own_database(stack_env: dic
             await usage_role.execute("UPDATE tenants SET product_count = 3 WHERE id = $1", tenant_id)
             mark = await end_offsets(stack_env["KAFKA_BOOTSTRAP_SERVERS"])
             async with usage_app(stack_env, start_at=mark) as (app, _):
-                consumer, reconciler = app.state.runtime.background
-                # It corrects only what it sees while the consumer is caught up: the group may take a
-                # while to be assigned its partitions (a member killed by an earlier test lingers).
-                for _ in range(600):
-                    if consumer.consumer.caught_up(topics.PRODUCTS):
-                        break
-                    await asyncio.sleep(0.1)
+                consumer = app.state.runtime.background[0].consumer
+
+                async def caught_up() -> bool:  # corrections wait for the consumer to have caught up
+                    return bool(consumer.caught_up(topics.PRODUCTS))
+
+                await wait_until(caught_up, "the consumer caught up with the products topic")
+                reconciler = app.state.runtime.background[1]
                 await reconciler.round(only={tenant_id})
                 await reconciler.round(only={tenant_id})
             storage = await usage_role.fetchval(

@@ -12,7 +12,6 @@ running total (created - deleted).
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections import defaultdict
@@ -22,6 +21,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
+import orjson
 from events.envelope import Envelope
 from events.failures import InvalidEvent
 
@@ -185,8 +185,8 @@ def parse(value: bytes | None) -> Counted | None:
     if not value:
         raise InvalidEvent("empty message")
     try:
-        body = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as error:
+        body = orjson.loads(value)  # ~5x the stdlib's speed; also strict (no NaN, valid UTF-8 only)
+    except orjson.JSONDecodeError as error:
         raise InvalidEvent(f"not JSON: {error}") from error
     if not isinstance(body, dict):
         raise InvalidEvent("not a JSON object")
@@ -250,34 +250,56 @@ class Aggregate:
 
 
 def aggregate(events: Iterable[Counted]) -> Aggregate:
-    daily: dict[tuple[uuid.UUID, date], DayCounts] = defaultdict(DayCounts)
-    monthly: dict[tuple[uuid.UUID, date], int] = defaultdict(int)
+    # Keyed by the tenant UUID's integer, not the UUID: UUID.__hash__/__eq__ are Python functions,
+    # an int's are not (this loop runs once per event). The integer also sorts as the UUID's text
+    # and as PostgreSQL's uuid (big-endian bytes) do.
+    tenants: dict[int, uuid.UUID] = {}
+    daily: dict[tuple[int, date], DayCounts] = {}
+    monthly: dict[tuple[int, date], int] = defaultdict(int)
+    months: dict[date, date] = {}
     product_delta: dict[uuid.UUID, int] = defaultdict(int)
     states: dict[uuid.UUID, list[Counted]] = defaultdict(list)
     counted: dict[str, int] = defaultdict(int)
     for event in events:
-        counted[event.event_type] += 1
         kind = event.event_type
+        counted[kind] += 1
         if kind == REQUESTS_COUNTED:
             if event.requests:
-                daily[(event.tenant_id, event.day)].requests += event.requests
-                monthly[(event.tenant_id, month_of(event.day))] += event.requests
+                tenant = event.tenant_id
+                number = tenant.int
+                tenants[number] = tenant
+                day = event.day
+                key = (number, day)
+                counts = daily.get(key)
+                if counts is None:
+                    counts = daily[key] = DayCounts()
+                counts.requests += event.requests
+                month = months.get(day)
+                if month is None:
+                    month = months[day] = month_of(day)
+                monthly[(number, month)] += event.requests
         elif kind == PRODUCT_CREATED:
-            daily[(event.tenant_id, event.day)].products_created += 1
+            number = event.tenant_id.int
+            tenants[number] = event.tenant_id
+            counts = daily.get((number, event.day))
+            if counts is None:
+                counts = daily[(number, event.day)] = DayCounts()
+            counts.products_created += 1
             product_delta[event.tenant_id] += 1
         elif kind == PRODUCT_DELETED:
             product_delta[event.tenant_id] -= 1
         elif kind == ORDER_PLACED:
-            daily[(event.tenant_id, event.day)].orders += 1
+            number = event.tenant_id.int
+            tenants[number] = event.tenant_id
+            counts = daily.get((number, event.day))
+            if counts is None:
+                counts = daily[(number, event.day)] = DayCounts()
+            counts.orders += 1
         else:
             states[event.tenant_id].append(event)
     return Aggregate(
-        daily=[
-            (t, d, c) for (t, d), c in sorted(daily.items(), key=lambda item: (str(item[0][0]), item[0][1]))
-        ],
-        monthly=[
-            (t, m, n) for (t, m), n in sorted(monthly.items(), key=lambda item: (str(item[0][0]), item[0][1]))
-        ],
+        daily=[(tenants[t], d, c) for (t, d), c in sorted(daily.items())],
+        monthly=[(tenants[t], m, n) for (t, m), n in sorted(monthly.items())],
         product_delta=dict(product_delta),
         states=dict(states),
         counted=dict(counted),
