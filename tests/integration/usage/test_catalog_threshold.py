@@ -77,6 +77,13 @@ async def test_ten_thousand_products_through_catalog_cross_once(stack_env: dict[
                 200,
                 204,
             )
+
+            async def below() -> bool:
+                return (await counts_of(stack_env, tenant_id)).product_count == PRODUCTS - 1
+
+            # Applied before the next creation: levels are judged on each batch's final values, so a
+            # fall and rise inside one batch would not re-arm the trigger (services/usage/README.md).
+            await wait_until(below, "the deletion counted", timeout=90)
             created = await shop.post(
                 "/v1/products", json={"name": "again", "price": "2.00"}, headers=headers
             )
