@@ -18,14 +18,12 @@ import requests
 from anyio.from_thread import start_blocking_portal
 from catalog.app import create_app as create_catalog
 from fastapi import FastAPI
-from migrator.app import create_app as create_migrator
 from orders.app import create_app as create_orders
 from tenancy.app import create_app as create_tenancy
 from tenantschema.urls import libpq_url, with_database
 from usage.app import create_app as create_usage
 
 from tests.integration.catalog.conftest import catalog_settings
-from tests.integration.migrator.conftest import migrator_settings
 from tests.integration.orders.conftest import orders_settings
 from tests.integration.tenancy.conftest import tenancy_settings
 from tests.integration.tenantdb.conftest import create_tenant
@@ -218,37 +216,11 @@ def _usage(stack_env: dict[str, str]) -> FuzzTarget:
     return FuzzTarget(create_usage(settings), seed=seed)
 
 
-def _migrator(stack_env: dict[str, str]) -> FuzzTarget:
-    # Its runner off: the fuzz is about the API; a migration it asks for stays pending (then cancelled).
-    settings = migrator_settings(stack_env, migrator_runner_enabled=False)
-
-    def seed(session: requests.Session) -> fuzz.Prepare:
-        tenant_id = str(_run(create_tenant, role_url(stack_env, "tenancy")))
-        asked = session.post("/v1/migrations", json={"tenant_id": tenant_id})
-        assert asked.status_code == 202, asked.text
-        migration: str = asked.json()["id"]
-        on_migration = {"migration_id": migration}
-        resources = {
-            "GET /v1/migrations/{migration_id}": on_migration,
-            "POST /v1/migrations/{migration_id}/cancel": on_migration,
-            "POST /v1/migrations/{migration_id}/cleanup": on_migration,
-        }
-
-        def prepare(case: Any) -> None:
-            _point_at(case, resources)
-            _replace_ids(case, {"tenant_id": tenant_id})
-
-        return prepare
-
-    return FuzzTarget(create_migrator(settings), seed=seed)
-
-
 FUZZ_TARGETS: dict[str, Callable[[dict[str, str]], FuzzTarget]] = {
     "tenancy": _tenancy,
     "catalog": _catalog,
     "orders": _orders,
     "usage": _usage,
-    "migrator": _migrator,
 }
 
 
