@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,6 +18,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from devstack.config import load_config
+from devstack.services import running
 from migrator.app import create_app
 from migrator.domain import Variant
 from migrator.moves import Endpoint, table_checksums
@@ -29,6 +33,20 @@ from tests.support.databases import role_settings
 from tests.support.relay import relay_settings
 
 WAIT_SECONDS = 90.0
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _stack_migrator_paused() -> Iterator[None]:
+    """The stack's own migrator (CI starts it) is paused while these tests run: its runner would race
+    the tests' runners for their migrations (a crash test's move taken over by it)."""
+    pid = running(load_config()).get("migrator")
+    if pid is not None:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
 
 
 def migrator_settings(stack_env: dict[str, str], **overrides: Any) -> MigratorSettings:
