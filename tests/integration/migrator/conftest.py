@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,8 +16,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from devstack.config import load_config
-from devstack.services import running
 from migrator.app import create_app
 from migrator.domain import Variant
 from migrator.moves import Endpoint, table_checksums
@@ -31,6 +27,7 @@ from tests.integration.tenantdb.conftest import MakeTenant, dedicated_secret, te
 from tests.support.apps import serve
 from tests.support.databases import role_settings
 from tests.support.relay import relay_settings
+from tests.support.stack_services import stack_service_paused
 
 WAIT_SECONDS = 90.0
 
@@ -39,14 +36,8 @@ WAIT_SECONDS = 90.0
 def _stack_migrator_paused() -> Iterator[None]:
     """The stack's own migrator (CI starts it) is paused while these tests run: its runner would race
     the tests' runners for their migrations (a crash test's move taken over by it)."""
-    pid = running(load_config()).get("migrator")
-    if pid is not None:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with stack_service_paused("migrator"):
         yield
-    finally:
-        if pid is not None:
-            os.kill(pid, signal.SIGCONT)
 
 
 def migrator_settings(stack_env: dict[str, str], **overrides: Any) -> MigratorSettings:

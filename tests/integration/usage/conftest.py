@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -23,8 +21,6 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from devstack.config import load_config
-from devstack.services import running
 from events import topics
 from fastapi import FastAPI
 from usage.app import create_app
@@ -36,6 +32,7 @@ from tests.integration.tenantdb.conftest import create_tenant, dedicated_secret
 from tests.support.apps import serve
 from tests.support.databases import role_settings, role_url
 from tests.support.relay import relay_settings
+from tests.support.stack_services import stack_service_paused
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -44,14 +41,8 @@ def _stack_usage_paused(stack_env: dict[str, str]) -> Iterator[None]:
     Counting stays exact with it running (event ids are deduplicated across groups), but it would
     race the tests' apps to apply their events with its own triggers and clock (the tests lower the
     triggers and move the clock). SIGSTOP/SIGCONT: paused, not ended; it catches up afterwards."""
-    pid = running(load_config()).get("usage")
-    if pid is not None:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with stack_service_paused("usage"):
         yield
-    finally:
-        if pid is not None:
-            os.kill(pid, signal.SIGCONT)
 
 
 def usage_settings(stack_env: dict[str, str], **overrides: Any) -> UsageSettings:
