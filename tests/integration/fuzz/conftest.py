@@ -6,6 +6,7 @@ A service added later adds one line to FUZZ_TARGETS (and a seed if it has resour
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,18 +19,21 @@ import requests
 from anyio.from_thread import start_blocking_portal
 from catalog.app import create_app as create_catalog
 from fastapi import FastAPI
+from migrator.app import create_app as create_migrator
 from orders.app import create_app as create_orders
 from tenancy.app import create_app as create_tenancy
 from tenantschema.urls import libpq_url, with_database
 from usage.app import create_app as create_usage
 
 from tests.integration.catalog.conftest import catalog_settings
+from tests.integration.migrator.conftest import migrator_settings
 from tests.integration.orders.conftest import orders_settings
 from tests.integration.tenancy.conftest import tenancy_settings
 from tests.integration.tenantdb.conftest import create_tenant
 from tests.integration.usage.conftest import end_offsets, start_group_at, usage_settings
 from tests.support import fuzz
 from tests.support.databases import role_url
+from tests.support.stack_services import stack_service_paused
 
 TENANT_HEADER = "X-Tenant-ID"
 BULK_ITEMS = 3  # at most, per generated bulk request
@@ -40,6 +44,10 @@ class FuzzTarget:
     app: FastAPI
     headers: dict[str, str] = field(default_factory=dict)
     seed: fuzz.Seed | None = None
+    # Run after the fuzz: undo what it left that another test's process would act on.
+    cleanup: Callable[[], None] | None = None
+    # A service of the stack (CI starts them) paused meanwhile, so it never acts on what the fuzz makes.
+    pause_stack_service: str | None = None
 
 
 def _run(function: Callable[..., Any], *args: Any) -> Any:
@@ -216,18 +224,64 @@ def _usage(stack_env: dict[str, str]) -> FuzzTarget:
     return FuzzTarget(create_usage(settings), seed=seed)
 
 
+def _migrator(stack_env: dict[str, str]) -> FuzzTarget:
+    # Its runner off: the fuzz is about the API; what it asks for stays pending and is cancelled after.
+    settings = migrator_settings(stack_env, migrator_runner_enabled=False)
+    tenant_id = _run(create_tenant, role_url(stack_env, "tenancy"))
+
+    def seed(session: requests.Session) -> fuzz.Prepare:
+        asked = session.post("/v1/migrations", json={"tenant_id": str(tenant_id)})
+        assert asked.status_code == 202, asked.text
+        on_migration = {"migration_id": asked.json()["id"]}
+        resources = {
+            "GET /v1/migrations/{migration_id}": on_migration,
+            "POST /v1/migrations/{migration_id}/cancel": on_migration,
+            "POST /v1/migrations/{migration_id}/cleanup": on_migration,
+        }
+
+        def prepare(case: Any) -> None:
+            _point_at(case, resources)
+            _replace_ids(case, {"tenant_id": str(tenant_id)})
+
+        return prepare
+
+    def cleanup() -> None:
+        # A pending move left behind would be run by the next runner that polls (another test's).
+        _run(_cancel_active_migrations, stack_env["OWNER_DATABASE_URL"], tenant_id)
+
+    return FuzzTarget(create_migrator(settings), seed=seed, cleanup=cleanup, pause_stack_service="migrator")
+
+
+async def _cancel_active_migrations(owner_url: str, tenant_id: uuid.UUID) -> None:
+    connection = await asyncpg.connect(libpq_url(with_database(owner_url, "platform")))
+    try:
+        await connection.execute(
+            "UPDATE tenant_migrations SET status = 'cancelled', completed_at = now()"
+            " WHERE tenant_id = $1 AND status IN ('pending', 'in_progress')",
+            tenant_id,
+        )
+    finally:
+        await connection.close()
+
+
 FUZZ_TARGETS: dict[str, Callable[[dict[str, str]], FuzzTarget]] = {
     "tenancy": _tenancy,
     "catalog": _catalog,
     "orders": _orders,
     "usage": _usage,
+    "migrator": _migrator,
 }
 
 
 @pytest.fixture(scope="module", params=sorted(FUZZ_TARGETS))
 def fuzz_target(request: pytest.FixtureRequest, stack_env: dict[str, str]) -> Iterator[FuzzTarget]:
-    target = FUZZ_TARGETS[request.param](stack_env)
-    try:
-        yield target
-    finally:
-        fuzz.stop_apps()
+    with contextlib.ExitStack() as stack:
+        target = FUZZ_TARGETS[request.param](stack_env)
+        if target.pause_stack_service:
+            stack.enter_context(stack_service_paused(target.pause_stack_service))
+        try:
+            yield target
+        finally:
+            fuzz.stop_apps()
+            if target.cleanup is not None:
+                target.cleanup()
