@@ -93,6 +93,9 @@ async def test_killed_anywhere_the_move_resumes_and_completes(
     finally:
         survivor.stop()
     assert done["status"] == "completed", (done, (tmp_path / "second.log").read_text()[-3000:])
+    # Killed inside the cutover: the keys changed since the full verification died with that process,
+    # so the survivor verified everything again before its freeze.
+    assert ("reverified_at" in done["progress"]) == (point in {"cutover:held", "cutover:fenced"})
     placed = await directory(stack_env, tenant_id)
     assert placed["tenant_type"] == "dedicated"
     after = await checksums(stack_env, tenant_id, "dedicated")

@@ -239,6 +239,7 @@ class Move:
         self.log = log.bind(migration_id=str(migration_id))
         # Keys applied since the full verification: verified again inside the freeze.
         self.unverified: set[tuple[str, uuid.UUID]] = set()
+        self.verified_here = False  # `unverified` is complete only after a verification in this run
         self.row: Row[Any] | None = None
         self._connections: dict[str, asyncpg.Connection] = {}
         self.source: Endpoint
@@ -516,6 +517,29 @@ class Move:
 
     async def verify(self) -> None:
         crash_point("verify")
+        summary = await self._verify_all()
+        # Into the cutover only if no cancel was asked for meanwhile (the cancel takes the same row).
+        async with self.db.unit_of_work() as uow:
+            current = await repository.get_migration(uow.connection, self.id, for_update=True)
+            assert current is not None
+            if current.progress.get("cancel_requested"):
+                await uow.commit()
+                return  # the loop sees the mark and rolls back
+            row = await repository.update_migration(
+                uow.connection,
+                self.id,
+                {"phase": "cutover"},
+                progress={"verify": summary, "phase_started_at": time.time()},
+            )
+            await record(
+                uow.connection, topics.MIGRATIONS, domain.migration_event("migration.phase_changed", row)
+            )
+            await uow.commit()
+        self.row = row
+
+    async def _verify_all(self) -> dict[str, Any]:
+        """Every table compared by chunks after a catch-up; from then on `unverified` holds the keys
+        to compare again inside the freeze. Returns the summary recorded in `progress`."""
         await self._catch_up_until(self.settings.migrator_catch_up_target_lag)
         # From here on, what the catch-up applies and what a pass finds pending is verified again,
         # by key, inside the freeze.
@@ -576,27 +600,24 @@ class Move:
         finally:
             self._forget_broken(source_conn)
             self._forget_broken(target_conn)
-        summary = {"chunks": total_chunks, "mismatched_chunks": total_mismatches, "equal": True}
-        # Into the cutover only if no cancel was asked for meanwhile (the cancel takes the same row).
-        async with self.db.unit_of_work() as uow:
-            current = await repository.get_migration(uow.connection, self.id, for_update=True)
-            assert current is not None
-            if current.progress.get("cancel_requested"):
-                await uow.commit()
-                return  # the loop sees the mark and rolls back
-            row = await repository.update_migration(
-                uow.connection,
-                self.id,
-                {"phase": "cutover"},
-                progress={"verify": summary, "phase_started_at": time.time()},
-            )
-            await record(
-                uow.connection, topics.MIGRATIONS, domain.migration_event("migration.phase_changed", row)
-            )
-            await uow.commit()
-        self.row = row
+        self.verified_here = True
+        return {"chunks": total_chunks, "mismatched_chunks": total_mismatches, "equal": True}
 
     async def cutover(self) -> None:
+        if not self.verified_here:
+            # Resumed in the cutover by another process (or after a restart): the keys changed since
+            # the full verification lived in the one before. Verify everything again, outside the
+            # freeze, so the freeze's check by key misses nothing.
+            self.log.info("cutover resumed without this process's verification: verifying again")
+            # A fence this move left on the source (killed inside the freeze) is lifted first: the
+            # tenant is served meanwhile, and its writes are captured as before.
+            fence = await moves.fence_of(self.source.owner_url, self.source.tenant_id)
+            if fence is not None and fence["moved_to"] == self.target.database:
+                await moves.drop_fence(
+                    self.source.owner_url, self.source.tenant_id, moved_to=self.target.database
+                )
+            summary = await self._verify_all()
+            self.row = await self.save(progress={"verify": summary, "reverified_at": time.time()})
         attempts = 0
         while True:
             crash_point("cutover")
