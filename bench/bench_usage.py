@@ -1,7 +1,7 @@
 """usage's aggregating consumer vs a raw aiokafka consumer that only reads, same records, same run.
 
 - `usage.aggregate` (events/s, ratio = raw / ours, target <= 2.0): 200,000 envelopes (90 %
-  `api.requests_counted`, 10 % `product.created`) over 1,000 tenants, Zipf-skewed (the tenant of an
+  `api.requests_counted` numbered by four counters as servicekit's are, 10 % `product.created`) over 1,000 tenants, Zipf-skewed (the tenant of an
   event is drawn with weight 1/rank: the top 1 % of tenants carry ~40 % of the events), are produced
   into two bench topics of 6 partitions first; then usage's consumer (usage.ingest, the service's
   code, in this process) applies them from a fresh group positioned at the backlog's start, timed
@@ -88,12 +88,22 @@ def _event(event_type: str, tenant_id: uuid.UUID, data: dict[str, Any], at: date
     ).encode()
 
 
+# As servicekit's RequestCounter numbers them: a few service processes, each one counter with an
+# increasing sequence (usage deduplicates by a mark per counter and tenant).
+_COUNTERS = [str(uuid.uuid4()) for _ in range(4)]
+_SEQUENCES = dict.fromkeys(_COUNTERS, 0)
+
+
 def _requests(tenant_id: uuid.UUID, at: datetime) -> bytes:
+    counter = _COUNTERS[sum(_SEQUENCES.values()) % len(_COUNTERS)]
+    _SEQUENCES[counter] += 1
     data = {
         "service": "catalog",
         "count": 3,
         "window_start": at.isoformat(),
         "window_end": (at + timedelta(seconds=1)).isoformat(),
+        "counter_id": counter,
+        "sequence": _SEQUENCES[counter],
     }
     return _event("api.requests_counted", tenant_id, data, at)
 

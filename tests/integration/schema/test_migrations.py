@@ -21,7 +21,7 @@ from tenantschema.urls import asyncpg_url
 from tests.support.databases import FreshDatabase
 
 HEADS: dict[History, str] = {
-    "platform": "platform_0007_relay_release",
+    "platform": "platform_0010_usage_marks",
     "shared": "shared_0009_relay_release",
     "dedicated": "dedicated_0006_relay_release",
 }
@@ -39,6 +39,7 @@ EXPECTED_TABLES: dict[History, set[str]] = {
         *RELAY_TABLES,
         "outbox_sweeps",
         *usage.USAGE_TABLES,
+        "usage_counter_marks",
     },
     "shared": {
         "products",

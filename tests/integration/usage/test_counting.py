@@ -209,3 +209,47 @@ async def test_usage_api_refuses_what_it_cannot_answer(stack_env: dict[str, str]
             assert response.status_code in (400, 422), (params, response.status_code)
             assert field in response.text
         assert (await client.get("/v1/usage/not-a-uuid")).status_code in (400, 422)
+
+
+def _numbered(tenant_id: uuid.UUID, counter: uuid.UUID, sequence: int, start: datetime) -> dict[str, Any]:
+    event = requests_counted(tenant_id, 100 + sequence, start)
+    event["data"] |= {"counter_id": str(counter), "sequence": sequence}
+    return event
+
+
+async def test_numbered_request_counts_count_once_by_their_counters_mark(stack_env: dict[str, str]) -> None:
+    """What servicekit's counter sends: per (counter, tenant) sequence 1, 2, 3 ..., each resent as
+    it is (same event id, same sequence) until acknowledged, the next made only after. usage keeps a
+    mark per (counter, tenant), no row per event: resends right after the original, and the whole
+    set again at new offsets, count nothing more; two counters of one tenant count apart; a second
+    consumer group reading the same records (the stack's usage beside a test's) adds nothing."""
+    tenants = await new_tenants(stack_env, 2)
+    now = datetime.now(UTC).replace(microsecond=0)
+    counters = [uuid.uuid4(), uuid.uuid4()]
+    originals = [
+        _numbered(tenant_id, counter, sequence, now - timedelta(minutes=sequence))
+        for tenant_id in tenants
+        for counter in counters
+        for sequence in range(1, 6)
+    ]
+    sent: list[dict[str, Any]] = []
+    for event in originals:  # sequences 2 and 4 resent once (a publish that timed out but landed)
+        sent.append(event)
+        if event["data"]["sequence"] in (2, 4):
+            sent.append(event)
+    bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
+    mark = await end_offsets(bootstrap)
+    await publish(bootstrap, sent)
+    async with usage_app(stack_env, start_at=mark) as (app, _):
+        await wait_consumed(stack_env, app.state.settings.usage_group_id)
+        first = {t: await counts_of(stack_env, t) for t in tenants}
+        for tenant_id in tenants:
+            assert first[tenant_id] == expected_counts(originals, tenant_id, now.date())
+        await publish(bootstrap, originals)  # all of them again, at new offsets
+        await wait_consumed(stack_env, app.state.settings.usage_group_id)
+        for tenant_id in tenants:
+            assert await counts_of(stack_env, tenant_id) == first[tenant_id]
+    async with usage_app(stack_env, start_at=mark) as (app, _):  # another group, from the same start
+        await wait_consumed(stack_env, app.state.settings.usage_group_id)
+        for tenant_id in tenants:
+            assert await counts_of(stack_env, tenant_id) == first[tenant_id]

@@ -50,9 +50,27 @@ def test_other_events_count_on_their_occurred_at_day_and_unknown_types_are_ignor
     assert plan.plan == "enterprise"
 
 
+def test_a_numbered_request_count_carries_its_counter_and_sequence() -> None:
+    counter = uuid.uuid4()
+    window = _window("2026-12-01T00:00:00+00:00") | {"counter_id": str(counter).upper(), "sequence": 42}
+    parsed = domain.parse(_raw("api.requests_counted", window))
+    assert parsed is not None
+    assert (parsed.counter, parsed.sequence) == (str(counter), 42)
+    unnumbered = domain.parse(_raw("api.requests_counted", _window("2026-12-01T00:00:00+00:00")))
+    assert unnumbered is not None
+    assert (unnumbered.counter, unnumbered.sequence) == (None, None)
+
+
+_NUMBERED = _window("2026-12-01T00:00:00+00:00") | {"counter_id": str(uuid.uuid4()), "sequence": 1}
+
+
 @pytest.mark.parametrize(
     ("value", "field"),
     [
+        (_raw("api.requests_counted", _NUMBERED | {"sequence": 0}), "data.sequence"),
+        (_raw("api.requests_counted", _NUMBERED | {"sequence": "1"}), "data.sequence"),
+        (_raw("api.requests_counted", _NUMBERED | {"sequence": None}), "data.sequence"),
+        (_raw("api.requests_counted", _NUMBERED | {"counter_id": "c"}), "data.counter_id"),
         (b"", "empty"),
         (b"{nope", "JSON"),
         (b"[1]", "object"),

@@ -92,9 +92,18 @@ class OrderStatusChanged(EventData):
 
 # usage.requests.v1
 class RequestsCounted(EventData):
-    """api.requests_counted: a service's count of one tenant's requests over a window."""
+    """api.requests_counted: a service's count of one tenant's requests over a window.
+
+    `counter_id` names the counting process (servicekit.counting.RequestCounter, one per process
+    start) and `sequence` numbers its events, increasing; a counter makes a tenant's next event only
+    after Kafka acknowledged the previous one, so per (counter, tenant) a consumer that has applied
+    sequence n has seen every event up to n, and anything at or below it is a duplicate (usage keeps
+    one such mark per counter and tenant instead of one row per event id). Optional: an event
+    without them is deduplicated by its event id."""
 
     service: str
     count: int
     window_start: datetime
     window_end: datetime
+    counter_id: uuid.UUID | None = None
+    sequence: int | None = None

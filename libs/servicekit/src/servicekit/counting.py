@@ -10,8 +10,10 @@ tenant there is at most one *open* counter (windows not yet made into an event m
 count spanning [first window start, end]) and at most one *unconfirmed* event (made, sent, not yet
 acknowledged). An unconfirmed event is resent as it is, same `event_id`, until Kafka acknowledges it;
 new counts never go into it. So a publish that timed out but did land is only ever a duplicate of one
-event id, which usage drops, and a request is counted once. Counts still unconfirmed at shutdown
-(Kafka away then) are lost, and logged with their total.
+event id, which usage drops, and a request is counted once. Each event carries this counter's id
+and a sequence number: since a tenant's next event is made only once the previous one is
+acknowledged, usage deduplicates by a mark per (counter, tenant) rather than a row per event id.
+Counts still unconfirmed at shutdown (Kafka away then) are lost, and logged with their total.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class RequestCounter:
         self._window_start = datetime.now(UTC)
         self._open: dict[uuid.UUID, _Open] = {}
         self._unconfirmed: dict[uuid.UUID, Envelope] = {}
+        self._counter_id = uuid.uuid4()  # this process's counter (RequestsCounted.counter_id)
+        self._sequence = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -122,12 +126,18 @@ class RequestCounter:
                 entry.count += count
         for tenant_id in [t for t in self._open if t not in self._unconfirmed]:
             entry = self._open.pop(tenant_id)
+            self._sequence += 1
             self._unconfirmed[tenant_id] = Envelope(
                 event_type="api.requests_counted",
                 tenant_id=tenant_id,
                 producer=self._service,
                 data=RequestsCounted(
-                    service=self._service, count=entry.count, window_start=entry.start, window_end=end
+                    service=self._service,
+                    count=entry.count,
+                    window_start=entry.start,
+                    window_end=end,
+                    counter_id=self._counter_id,
+                    sequence=self._sequence,
                 ).model_dump(mode="json"),
             )
         sending = list(self._unconfirmed.items())

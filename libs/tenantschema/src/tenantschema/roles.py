@@ -12,7 +12,7 @@ service apart is granted to its own role, by the `*_roles` Alembic revisions:
 - `usage_service`: UPDATE of `tenants.product_count`/`monthly_requests`, SELECT of the columns its
   thresholds read (compliance_isolation included); `tenant_usage_metrics`, `usage_offsets`,
   `usage_monthly`, `usage_thresholds` SELECT, INSERT, UPDATE; `usage_seen_events` SELECT, INSERT,
-  DELETE (pruning).
+  DELETE (pruning); `usage_counter_marks` SELECT, INSERT, UPDATE, DELETE.
 - `migrator_service`: UPDATE of the placement columns only, SELECT of what a placement plan reads;
   `tenant_migrations` SELECT, INSERT, UPDATE; `tenant_usage_metrics` SELECT.
 

@@ -9,6 +9,10 @@ today, so tables declared there would be created twice.
 - `usage_seen_events`: the event ids applied, for duplicates that arrive at another offset (a
   producer's resend after a timed-out publish, a replay). Pruned after `DEDUP_RETENTION_DAYS`;
   a BRIN index on the insertion time makes pruning cheap without a B-tree per insert.
+- `usage_counter_marks` (revision platform_0010_usage_marks): per request counter and tenant, the
+  highest `api.requests_counted` sequence applied. A counter makes a tenant's next event only after
+  the previous one was acknowledged, so everything at or below the mark is a duplicate: one row per
+  (counter, tenant), updated once per batch, instead of one `usage_seen_events` row per event.
 - `usage_monthly`: the calendar-month request total per tenant (UTC), so `tenants.monthly_requests`
   and the monthly thresholds never sum a month of daily rows.
 - `usage_thresholds`: one row per crossing under the unique key (tenant, metric, period); the
@@ -59,6 +63,18 @@ usage_seen_events = Table(
     Index("idx_usage_seen_events_seen_at", "seen_at", postgresql_using="brin"),
 )
 
+usage_counter_marks = Table(
+    "usage_counter_marks",
+    metadata,
+    Column("counter_id", UUID(as_uuid=True), nullable=False),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    # No index on updated_at: updates stay HOT (PostgreSQL 15 gives up HOT for any index on a changed
+    # column), and pruning scans a table of counters x tenants, not of events.
+    PrimaryKeyConstraint("counter_id", "tenant_id", name="usage_counter_marks_pkey"),
+)
+
 usage_monthly = Table(
     "usage_monthly",
     metadata,
@@ -94,4 +110,5 @@ usage_thresholds = Table(
     PrimaryKeyConstraint("tenant_id", "metric", "period", name="usage_thresholds_pkey"),
 )
 
+# Created by platform_0005_usage, in this order (that revision creates exactly these).
 USAGE_TABLES: Final = ("usage_offsets", "usage_seen_events", "usage_monthly", "usage_thresholds")

@@ -89,6 +89,10 @@ class Counted:
     # tenant state events: the plan and compliance flag after the change (None: not carried)
     plan: str | None = None
     compliance_isolation: bool | None = None
+    # api.requests_counted from a counter that numbers its events (events.models.RequestsCounted):
+    # deduplicated by the mark of (counter, tenant) instead of the event id.
+    counter: str | None = None
+    sequence: int | None = None
 
 
 def _field(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -165,6 +169,17 @@ def _requests_counted(body: dict[str, Any]) -> Counted | None:
         or _CANONICAL_UUID.fullmatch(tenant) is None
     ):
         return None
+    counter = data.get("counter_id")
+    sequence = data.get("sequence")
+    if counter is not None or sequence is not None:
+        if (
+            type(counter) is not str
+            or type(sequence) is not int
+            or sequence < 1
+            or _CANONICAL_UUID.fullmatch(counter) is None
+        ):
+            return None
+        counter = counter.lower()
     try:
         moment = datetime.fromisoformat(start)
     except ValueError:
@@ -173,7 +188,15 @@ def _requests_counted(body: dict[str, Any]) -> Counted | None:
     if offset is None:
         return None
     day = moment.date() if not offset else moment.astimezone(UTC).date()
-    return Counted(event_id.lower(), REQUESTS_COUNTED, _tenant_uuid(tenant.lower()), day, requests=count)
+    return Counted(
+        event_id.lower(),
+        REQUESTS_COUNTED,
+        _tenant_uuid(tenant.lower()),
+        day,
+        requests=count,
+        counter=counter,
+        sequence=sequence,
+    )
 
 
 def parse(value: bytes | None) -> Counted | None:
@@ -205,7 +228,22 @@ def parse(value: bytes | None) -> Counted | None:
         if count < 0:
             raise InvalidEvent("data.count: negative")
         start = _time(data, "data.window_start")
-        return Counted(event_id, event_type, tenant_id, start.astimezone(UTC).date(), requests=count)
+        counter: str | None = None
+        sequence: int | None = None
+        if data.get("counter_id") is not None or data.get("sequence") is not None:
+            counter = _uuid_text(data, "data.counter_id")
+            sequence = _field(data, "data.sequence", int)
+            if sequence < 1:
+                raise InvalidEvent("data.sequence: not positive")
+        return Counted(
+            event_id,
+            event_type,
+            tenant_id,
+            start.astimezone(UTC).date(),
+            requests=count,
+            counter=counter,
+            sequence=sequence,
+        )
     day = _time(body, "occurred_at").astimezone(UTC).date()
     if event_type in TENANT_STATE_EVENTS:
         plan = data.get("new_plan") if event_type == "tenant.plan_changed" else data.get("plan")

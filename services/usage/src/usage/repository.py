@@ -7,7 +7,7 @@ touches each key once (ON CONFLICT's rule) and two of them lock rows in the same
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -100,6 +100,55 @@ async def insert_seen(connection: AsyncConnection, event_ids: Sequence[str]) -> 
         return set()
     rows = (await connection.execute(_INSERT_SEEN, {"ids": sorted(set(event_ids))})).all()
     return {row.event_id for row in rows}
+
+
+CounterKey = tuple[str, uuid.UUID]  # (counter id as canonical text, tenant)
+
+
+async def counter_marks(connection: AsyncConnection, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+    """The highest sequence applied per (counter, tenant) of `keys` (absent: none yet). Read under
+    the tenants' row locks (lock_tenants), so no other transaction moves them meanwhile."""
+    if not keys:
+        return {}
+    rows = (
+        await connection.execute(
+            text(
+                "SELECT CAST(m.counter_id AS text) AS counter_id, m.tenant_id, m.sequence "
+                "FROM usage_counter_marks m JOIN unnest(CAST(:c AS uuid[]), CAST(:t AS uuid[])) AS k(c, t) "
+                "ON m.counter_id = k.c AND m.tenant_id = k.t"
+            ),
+            {"c": [c for c, _ in keys], "t": [t for _, t in keys]},
+        )
+    ).all()
+    return {(row.counter_id, row.tenant_id): row.sequence for row in rows}
+
+
+async def save_counter_marks(connection: AsyncConnection, marks: Mapping[CounterKey, int]) -> None:
+    if not marks:
+        return
+    ordered = sorted(marks.items(), key=lambda item: (item[0][0], str(item[0][1])))
+    await connection.execute(
+        text(
+            "INSERT INTO usage_counter_marks (counter_id, tenant_id, sequence) "
+            "SELECT * FROM unnest(CAST(:c AS uuid[]), CAST(:t AS uuid[]), CAST(:s AS bigint[])) "
+            "ON CONFLICT (counter_id, tenant_id) DO UPDATE SET "
+            "sequence = GREATEST(usage_counter_marks.sequence, EXCLUDED.sequence), updated_at = now()"
+        ),
+        {
+            "c": [c for (c, _), _ in ordered],
+            "t": [t for (_, t), _ in ordered],
+            "s": [s for _, s in ordered],
+        },
+    )
+
+
+async def prune_counter_marks(connection: AsyncConnection, *, older_than_days: int) -> int:
+    """Marks of counters silent that long (their processes are gone: a new process is a new counter)."""
+    result = await connection.execute(
+        text("DELETE FROM usage_counter_marks WHERE updated_at < now() - make_interval(days => :days)"),
+        {"days": older_than_days},
+    )
+    return result.rowcount
 
 
 async def prune_seen(connection: AsyncConnection, *, older_than_days: int, limit: int) -> int:

@@ -2,8 +2,9 @@
 
 `apply_batch` is the heart: one consumed batch (several partitions) in one transaction. The stored
 offsets of its partitions are locked first and every record below them is dropped (already applied:
-a redelivery after a crash or a rebalance); the remaining events' ids are inserted into
-`usage_seen_events` and only those new there are counted (a duplicate at another offset); the batch
+a redelivery after a crash or a rebalance); the batch's tenants are locked; a duplicate at another
+offset is dropped by the mark of its (counter, sequence) for request counts (`usage_counter_marks`,
+one row per counter and tenant) and by its event id in `usage_seen_events` for the rest; the batch
 is aggregated per key and written with one upsert per table; thresholds are decided on the new
 values and each crossing inserted under its unique key, its event into the outbox; the partitions'
 new offsets are saved. All of it commits or none of it does, so a count and the position it was
@@ -95,19 +96,13 @@ class UsageService:
                     next_offsets[partition] = max(next_offsets.get(partition, start), offset + 1)
                     if event is not None:
                         events.append(event)
-            seen_before = await repository.insert_seen(connection, [e.event_id for e in events])
-            fresh: list[Counted] = []
-            duplicates: list[Counted] = []
-            in_batch: set[str] = set()
-            for event in events:  # a duplicate within the batch counts once too
-                if event.event_id not in seen_before and event.event_id not in in_batch:
-                    in_batch.add(event.event_id)
-                    fresh.append(event)
-                else:
-                    duplicates.append(event)
+            # The tenants' rows locked first (in id order): the marks below are then read and moved
+            # by one transaction at a time, whichever consumer group it belongs to.
+            tenants = await repository.lock_tenants(connection, sorted({e.tenant_id for e in events}))
+            fresh, duplicates = await self._deduplicate(connection, events)
             result.duplicates = len(duplicates)
             if fresh or duplicates:
-                await self._count(connection, fresh, duplicates, result)
+                await self._count(connection, tenants, fresh, duplicates, result)
             if next_offsets:
                 await repository.save_offsets(connection, group_id, next_offsets)
             await uow.commit()
@@ -124,16 +119,50 @@ class UsageService:
             )
         return result
 
+    async def _deduplicate(
+        self, connection: Any, events: list[Counted]
+    ) -> tuple[list[Counted], list[Counted]]:
+        """(fresh, duplicates), in the batch's order. Numbered request counts go by the mark of their
+        (counter, tenant): fresh only above it (a counter sends a tenant's next event only after the
+        previous one was acknowledged, so a duplicate is never above a later event). Anything else
+        goes by its event id in usage_seen_events. A duplicate within the batch counts once too."""
+        keys = {(e.counter, e.tenant_id) for e in events if e.counter is not None}
+        marks = await repository.counter_marks(connection, sorted(keys, key=lambda k: (k[0], str(k[1]))))
+        moved: dict[repository.CounterKey, int] = {}
+        by_id = [e.event_id for e in events if e.counter is None]
+        seen_before = await repository.insert_seen(connection, by_id) if by_id else set()
+        fresh: list[Counted] = []
+        duplicates: list[Counted] = []
+        in_batch: set[str] = set()
+        for event in events:
+            if event.counter is not None and event.sequence is not None:
+                key = (event.counter, event.tenant_id)
+                if event.sequence > moved.get(key, marks.get(key, 0)):
+                    moved[key] = event.sequence
+                    fresh.append(event)
+                else:
+                    duplicates.append(event)
+            elif event.event_id not in seen_before and event.event_id not in in_batch:
+                in_batch.add(event.event_id)
+                fresh.append(event)
+            else:
+                duplicates.append(event)
+        await repository.save_counter_marks(connection, moved)
+        return fresh, duplicates
+
     async def _count(
-        self, connection: Any, events: list[Counted], duplicates: list[Counted], result: BatchResult
+        self,
+        connection: Any,
+        tenants: dict[uuid.UUID, Any],
+        events: list[Counted],
+        duplicates: list[Counted],
+        result: BatchResult,
     ) -> None:
         """Counts `events`; `duplicates` (counted before, maybe by another group) count nothing, but
         their tenants' counter thresholds are judged again on the current values: whoever counted
         them may have judged with other triggers. (Not the plan and compliance transitions: those
         follow the events themselves, and a replayed old transition must not open a new episode.)"""
         revisit = [e for e in duplicates if e.event_type in domain.COUNTED]
-        touched = {e.tenant_id for e in events} | {e.tenant_id for e in revisit}
-        tenants = await repository.lock_tenants(connection, sorted(touched))
         live = {tenant_id for tenant_id, row in tenants.items() if row.status != _DELETED}
         kept = [e for e in events if e.tenant_id in live]
         revisit = [e for e in revisit if e.tenant_id in live]
@@ -222,6 +251,7 @@ class UsageService:
     async def prune_seen(self, *, retention_days: int, limit: int = 10_000) -> int:
         async with self._db.unit_of_work() as uow:
             pruned = await repository.prune_seen(uow.connection, older_than_days=retention_days, limit=limit)
+            pruned += await repository.prune_counter_marks(uow.connection, older_than_days=retention_days)
             await uow.commit()
         return pruned
 

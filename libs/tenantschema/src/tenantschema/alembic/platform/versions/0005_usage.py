@@ -21,7 +21,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # Version 1 of these tables is what tenantschema.usage declares today; copy the definitions here
     # before the first revision that changes them.
-    usage.metadata.create_all(op.get_bind())
+    usage.metadata.create_all(op.get_bind(), tables=[usage.metadata.tables[t] for t in usage.USAGE_TABLES])
     service = quote_ident(roles.USAGE.name)
     migrator = quote_ident(roles.MIGRATOR.name)
     op.execute(f"GRANT SELECT, INSERT, UPDATE ON usage_offsets, usage_monthly, usage_thresholds TO {service}")
