@@ -1,7 +1,8 @@
 """usage's aggregating consumer vs a raw aiokafka consumer that only reads, same records, same run.
 
 - `usage.aggregate` (events/s, ratio = raw / ours, target <= 2.0): 200,000 envelopes (90 %
-  `api.requests_counted` numbered by four counters as servicekit's are, 10 % `product.created`) over 1,000 tenants, Zipf-skewed (the tenant of an
+  `api.requests_counted` numbered by four counters as servicekit's are, 10 % `product.created`)
+  over 1,000 tenants, Zipf-skewed (the tenant of an
   event is drawn with weight 1/rank: the top 1 % of tenants carry ~40 % of the events), are produced
   into two bench topics of 6 partitions first; then usage's consumer (usage.ingest, the service's
   code, in this process) applies them from a fresh group positioned at the backlog's start, timed
