@@ -1,9 +1,11 @@
 """The last line of the edge: a data exception from PostgreSQL (SQLSTATE class 22), or the driver's
-refusal to encode an argument, is a logged 422 problem, never a 500; any other database error stays a
-500 problem."""
+refusal to encode an argument, is a logged 422 problem, never a 500; a conflict PostgreSQL settles by
+cancelling one side (a real deadlock, a statement timeout) is a retryable 503; any other database error
+stays a 500 problem."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -62,6 +64,40 @@ async def client(shared_url: str) -> AsyncIterator[httpx.AsyncClient]:
             await connection.close()
         return {"ran": "driver"}
 
+    @app.get("/deadlock")
+    async def deadlock() -> dict[str, str]:
+        # Two transactions taking two locks in opposite orders: PostgreSQL cancels one of them.
+        first, second = [await asyncpg.connect(libpq_url(shared_url)) for _ in range(2)]
+
+        async def take(
+            connection: asyncpg.Connection,
+            keys: tuple[int, int],
+            holding: asyncio.Event,
+            other: asyncio.Event,
+        ) -> None:
+            async with connection.transaction():
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", keys[0])
+                holding.set()
+                await other.wait()
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", keys[1])
+
+        try:
+            a, b = asyncio.Event(), asyncio.Event()
+            results = await asyncio.gather(
+                take(first, (7301, 7302), a, b), take(second, (7302, 7301), b, a), return_exceptions=True
+            )
+        finally:
+            await first.close()
+            await second.close()
+        raise next(r for r in results if isinstance(r, BaseException))
+
+    @app.get("/statement-timeout")
+    async def statement_timeout() -> dict[str, str]:
+        async with engine.connect() as connection:
+            await connection.execute(text("SET LOCAL statement_timeout = '20ms'"))
+            await connection.execute(text("SELECT pg_sleep(2)"))
+        return {"ran": "never"}
+
     @app.get("/undefined-table")
     async def undefined_table() -> dict[str, str]:
         async with engine.connect() as connection:
@@ -105,3 +141,16 @@ async def test_driver_data_error_unwrapped_is_a_422(client: httpx.AsyncClient) -
 async def test_other_database_errors_stay_500_problems(client: httpx.AsyncClient) -> None:
     problem = assert_problem(await client.get("/undefined-table"), 500)
     assert "sqlstate" not in problem
+
+
+@pytest.mark.parametrize(("path", "sqlstate"), [("/deadlock", "40P01"), ("/statement-timeout", "57014")])
+async def test_a_conflict_the_database_cancelled_is_a_retryable_503(
+    client: httpx.AsyncClient, path: str, sqlstate: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder()
+    monkeypatch.setattr(problems, "log", recorder)
+    response = await client.get(path)
+    assert_problem(response, 503)
+    assert response.headers["Retry-After"] == "1"
+    assert ("warning", "transient database conflict") in [(level, m) for level, m, _ in recorder.lines]
+    assert [f["sqlstate"] for _, _, f in recorder.lines] == [sqlstate]

@@ -113,6 +113,27 @@ def data_exception_sqlstate(error: BaseException) -> str | None:
     return None
 
 
+# Conflicts PostgreSQL resolves by cancelling one side, which succeeds when tried again: answered
+# 503 + Retry-After (the client retries; with an Idempotency-Key, safely), never 500.
+TRANSIENT_SQLSTATES: Final = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available (lock_timeout)
+        "57014",  # query_canceled (statement_timeout)
+    }
+)
+
+
+def transient_sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE when `error` (or what it wraps) is a conflict that passes when retried."""
+    for cause in _causes(error):
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate in TRANSIENT_SQLSTATES:
+            return sqlstate
+    return None
+
+
 def _data_exception_response(request: Request, error: BaseException, sqlstate: str) -> JSONResponse:
     # The last line: the edge should have refused this value already. Logged, so each one found becomes
     # a validation rule; answered 422 because it is the input, not the server, that is wrong.
@@ -271,6 +292,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         sqlstate = data_exception_sqlstate(error)
         if sqlstate is not None:
             return _data_exception_response(request, error, sqlstate)
+        transient = transient_sqlstate(error)
+        if transient is not None:
+            log.warning("transient database conflict", path=request.url.path, sqlstate=transient)
+            detail = "the database resolved a conflict with another transaction by cancelling this one; retry"
+            return problem_response(503, "Service Unavailable", detail, request, retryable=True)
         log.exception("unhandled error", path=request.url.path)
         return problem_response(500, "Internal Server Error", "an unexpected error occurred", request)
 

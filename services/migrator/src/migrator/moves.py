@@ -101,10 +101,10 @@ async def tenant_transaction(connection: asyncpg.Connection, endpoint: Endpoint)
 # ---------------------------------------------------------------- capture
 
 
-def capture_ddl(source: Endpoint, names: ObjectNames) -> list[str]:
+def capture_setup_ddl(names: ObjectNames) -> list[str]:
+    """The change table and the trigger function: new objects only, no lock on a tenant table."""
     changes = names.changes
-    statements = [
-        f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'",
+    return [
         f"""CREATE TABLE {changes} (
                seq bigserial PRIMARY KEY,
                table_name text NOT NULL,
@@ -127,64 +127,83 @@ def capture_ddl(source: Endpoint, names: ObjectNames) -> list[str]:
                $$""",
         f"REVOKE ALL ON FUNCTION {names.capture_function}() FROM PUBLIC",
     ]
+
+
+def capture_table_ddl(source: Endpoint, names: ObjectNames, table: str) -> list[str]:
+    """One table's capture triggers (CREATE TRIGGER locks that table, SHARE ROW EXCLUSIVE)."""
     function = names.capture_function
-    for table in TENANT_TABLES:
-        if source.variant == "shared":
-            # Other tenants' writes pay only the WHEN test, no function call.
-            tenant = f"'{source.tenant_id}'::uuid"
-            statements += [
-                f"CREATE TRIGGER {names.trigger(table, 'w')} AFTER INSERT ON {table} FOR EACH ROW "
-                f"WHEN (NEW.tenant_id = {tenant}) EXECUTE FUNCTION {function}('{table}')",
-                f"CREATE TRIGGER {names.trigger(table, 'u')} AFTER UPDATE ON {table} FOR EACH ROW "
-                f"WHEN (NEW.tenant_id = {tenant} OR OLD.tenant_id = {tenant}) "
-                f"EXECUTE FUNCTION {function}('{table}')",
-                f"CREATE TRIGGER {names.trigger(table, 'd')} AFTER DELETE ON {table} FOR EACH ROW "
-                f"WHEN (OLD.tenant_id = {tenant}) EXECUTE FUNCTION {function}('{table}')",
-            ]
-        else:
-            statements.append(
-                f"CREATE TRIGGER {names.trigger(table, 'w')} AFTER INSERT OR UPDATE OR DELETE ON {table} "
-                f"FOR EACH ROW EXECUTE FUNCTION {function}('{table}')"
-            )
-    return statements
-
-
-def drop_capture_ddl(names: ObjectNames) -> list[str]:
-    statements = [f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"]
-    for table in TENANT_TABLES:
-        for kind in KINDS:
-            statements.append(f"DROP TRIGGER IF EXISTS {names.trigger(table, kind)} ON {table}")
-    statements += [
-        f"DROP FUNCTION IF EXISTS {names.capture_function}()",
-        f"DROP TABLE IF EXISTS {names.changes}",
+    if source.variant == "shared":
+        # Other tenants' writes pay only the WHEN test, no function call.
+        tenant = f"'{source.tenant_id}'::uuid"
+        return [
+            f"CREATE TRIGGER {names.trigger(table, 'w')} AFTER INSERT ON {table} FOR EACH ROW "
+            f"WHEN (NEW.tenant_id = {tenant}) EXECUTE FUNCTION {function}('{table}')",
+            f"CREATE TRIGGER {names.trigger(table, 'u')} AFTER UPDATE ON {table} FOR EACH ROW "
+            f"WHEN (NEW.tenant_id = {tenant} OR OLD.tenant_id = {tenant}) "
+            f"EXECUTE FUNCTION {function}('{table}')",
+            f"CREATE TRIGGER {names.trigger(table, 'd')} AFTER DELETE ON {table} FOR EACH ROW "
+            f"WHEN (OLD.tenant_id = {tenant}) EXECUTE FUNCTION {function}('{table}')",
+        ]
+    return [
+        f"CREATE TRIGGER {names.trigger(table, 'w')} AFTER INSERT OR UPDATE OR DELETE ON {table} "
+        f"FOR EACH ROW EXECUTE FUNCTION {function}('{table}')"
     ]
-    return statements
+
+
+def drop_table_capture_ddl(names: ObjectNames, table: str) -> list[str]:
+    return [f"DROP TRIGGER IF EXISTS {names.trigger(table, kind)} ON {table}" for kind in KINDS]
+
+
+def drop_capture_setup_ddl(names: ObjectNames) -> list[str]:
+    return [f"DROP FUNCTION IF EXISTS {names.capture_function}()", f"DROP TABLE IF EXISTS {names.changes}"]
 
 
 async def capture_installed(connection: asyncpg.Connection, names: ObjectNames) -> bool:
     return bool(await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", names.changes))
 
 
+async def _table_captured(connection: asyncpg.Connection, names: ObjectNames, table: str) -> bool:
+    return bool(
+        await connection.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2))",
+            names.trigger(table, "w"),
+            table,
+        )
+    )
+
+
 async def run_ddl(connection: asyncpg.Connection, statements: Iterable[str]) -> None:
-    """One transaction: all of it or nothing (a crash leaves no half-installed capture)."""
+    """One transaction, waiting at most DDL_LOCK_TIMEOUT for a lock (LockNotAvailableError: retried)."""
     async with connection.transaction():
+        await connection.execute(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'")
         for statement in statements:
             await connection.execute(statement)
 
 
 async def install_capture(source: Endpoint, names: ObjectNames) -> None:
+    """The change table and function, then each table's triggers in a transaction of its own: a
+    transaction holding one tenant table's lock never waits for another's, so it can never be part of
+    a deadlock with the services' transactions (which take those tables in their own orders; one
+    transaction locking them all did deadlock with an order being placed). Idempotent: what a killed
+    run made is kept, what it did not is made; the copy starts only once every table is captured."""
     connection = await source.connect_reader()
     try:
         if not await capture_installed(connection, names):
-            await run_ddl(connection, capture_ddl(source, names))
+            await run_ddl(connection, capture_setup_ddl(names))
+        for table in TENANT_TABLES:
+            if not await _table_captured(connection, names, table):
+                await run_ddl(connection, capture_table_ddl(source, names, table))
     finally:
         await connection.close()
 
 
 async def drop_capture(owner_url: str, names: ObjectNames) -> None:
+    """The reverse, one table per transaction for the same reason."""
     connection = await _connect(owner_url)
     try:
-        await run_ddl(connection, drop_capture_ddl(names))
+        for table in TENANT_TABLES:
+            await run_ddl(connection, drop_table_capture_ddl(names, table))
+        await run_ddl(connection, drop_capture_setup_ddl(names))
     finally:
         await connection.close()
 
