@@ -258,6 +258,7 @@ def render_text(summary: Summary) -> list[str]:
             "usage: requests",
             "products",
             "orders",
+            "thresholds crossed",
         ],
         [
             [
