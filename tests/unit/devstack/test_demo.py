@@ -387,3 +387,31 @@ def test_ctrl_c_stops_the_companion_and_the_stack(monkeypatch: pytest.MonkeyPatc
     assert code == 0
     assert seen == [True]
     assert calls == ["down"]
+
+
+def test_the_live_board_renders_each_tenant_with_its_placement_and_move() -> None:
+    from devstack.demo.display import BoardTenant, LiveDisplay
+    from rich.console import Console
+
+    tally = Tally()
+    tally.record(tenant="pushed", kind="read", started_at=time.time(), seconds=0.012, outcome="200", ok=True)
+    tally.record(tenant="pushed", kind="order", started_at=time.time(), seconds=0.3, outcome="503", ok=False)
+    board = Board(tally, step="waiting for the automatic moves")
+    board.tenants["pushed"] = BoardTenant(
+        "Acme Outdoor", "basic", "shared", "in_progress/copy 4,000/10,108 rows"
+    )
+    board.tenants["bystander"] = BoardTenant("Initech [Books]", "basic", "dedicated")
+    display = LiveDisplay(board)
+    try:
+        display.event("a [bracketed] event is printed as it is")
+        out = io.StringIO()
+        Console(file=out, width=140, color_system=None).print(display._render())
+    finally:
+        display.close()
+    text = out.getvalue()
+    assert "waiting for the automatic moves" in text
+    assert "2 requests" in text
+    assert "1 failed" in text
+    assert "in_progress/copy 4,000/10,108 rows" in text
+    assert "Initech [Books]" in text
+    assert "300 ms" in text  # the p99 of the last 10 s

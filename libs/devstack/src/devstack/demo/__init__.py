@@ -56,9 +56,10 @@ async def play(
 
 
 def play_until_stopped(urls: Mapping[str, str], scenario: Scenario, stopping: threading.Event) -> int | None:
-    """For `devstack run` (a thread of its own): play, then None (the stack keeps running until
-    Ctrl-C) or, with DEMO_EXIT=1, the exit code to stop the stack with. `stopping` set (Ctrl-C, a
-    component died) cancels the scenario at once."""
+    """For `devstack run` (a thread of its own): play, then, with DEMO_EXIT=1, return the exit code
+    (the stack stops with it); else wait until the stack stops (Ctrl-C) and return it then, so the
+    short scenario's verdict is `run`'s exit code either way. `stopping` set (Ctrl-C, a component
+    died) cancels a scenario still playing: None, no verdict."""
 
     async def main() -> int | None:
         task = asyncio.create_task(play(urls, scenario))
@@ -75,7 +76,8 @@ def play_until_stopped(urls: Mapping[str, str], scenario: Scenario, stopping: th
         if scenario.exit_after_summary:
             return code
         print("demo: done; the services keep running (Ctrl-C stops everything)", flush=True)
-        return None
+        await asyncio.to_thread(stopping.wait)
+        return code
 
     try:
         return asyncio.run(main())
