@@ -259,6 +259,23 @@ def test_the_advisor_table_reads_the_plan_loosely_and_keeps_the_totals() -> None
     assert "Globex Supplies" in text
     assert "monthly_cost_all_dedicated 4,800" in text
     assert advisor_view(["not", "a", "plan"], {}).error is not None
+    nested = {
+        "tenants": [
+            {
+                "tenant_id": "id-2",
+                "current": {"placement": "dedicated", "monthly_cost": "120.00"},
+                "recommended": {"placement": "shared", "monthly_cost": "2.50"},
+                "reason": "demote",
+            }
+        ]
+    }
+    (row,) = advisor_view(nested, {"id-2": "Globex Supplies"}).rows
+    assert (row.now, row.recommended, row.cost_now, row.cost_after) == (
+        "dedicated",
+        "shared",
+        "120.00",
+        "2.50",
+    )
 
 
 def test_tables_align_their_columns() -> None:

@@ -132,6 +132,17 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _side(placement: Any, cost: Any) -> tuple[str, str]:
+    """(placement, monthly cost) of one side of a recommendation, flat (`"placement": "shared"`,
+    `"monthly_cost_now": 2.5`) or nested (`"current": {"placement": "shared", "monthly_cost": 2.5}`)."""
+    if isinstance(placement, Mapping):
+        nested = placement
+        placement = _first(nested, ("placement", "tenant_type", "database_type", "kind"))
+        if cost is None:
+            cost = _first(nested, ("monthly_cost", "cost", "monthly", "cost_per_month"))
+    return _text(placement), _text(cost)
+
+
 def advisor_view(plan: Any, names: Mapping[str, str]) -> AdvisorView:
     """The advisor's plan, read loosely (its exact field names are the advisor's to choose): rows of
     the demo's tenants (`names`: tenant id -> name), how many others, and the totals."""
@@ -152,14 +163,16 @@ def advisor_view(plan: Any, names: Mapping[str, str]) -> AdvisorView:
         if tenant_id not in names:
             view.other_tenants += 1
             continue
+        now, cost_now = _side(_first(item, _NOW), _first(item, _COST_NOW))
+        recommended, cost_after = _side(_first(item, _RECOMMENDED), _first(item, _COST_AFTER))
         view.rows.append(
             AdvisorRow(
                 tenant=names[tenant_id],
-                now=_text(_first(item, _NOW)),
-                recommended=_text(_first(item, _RECOMMENDED)),
+                now=now,
+                recommended=recommended,
                 reason=_text(_first(item, _REASON)),
-                cost_now=_text(_first(item, _COST_NOW)),
-                cost_after=_text(_first(item, _COST_AFTER)),
+                cost_now=cost_now,
+                cost_after=cost_after,
             )
         )
     totals = plan.get("totals", plan.get("total"))

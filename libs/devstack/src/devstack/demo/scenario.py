@@ -31,6 +31,7 @@ from devstack.demo.tally import Tally
 log = logging.getLogger("devstack.demo")
 
 FLIP_WINDOW_MARGIN = 0.25  # seconds either side of the freeze searched for the slowest request
+NUDGE_AFTER = 30.0  # seconds without a migration before the demo says it is still waiting
 
 
 class ScenarioAborted(Exception):
@@ -61,6 +62,7 @@ class MoveWatch:
     flipped_seen_at: float | None = None
     last_shared_seen_at: float | None = None
     last_phase: str | None = None
+    nudged: bool = False  # "no migration yet" said once
 
     @property
     def done(self) -> bool:
@@ -157,7 +159,7 @@ class Demo:
             except ScenarioAborted as error:
                 self.warnings.append(f"scenario stopped: {error}")
                 self.event(f"scenario stopped: {error}")
-                log.warning("demo scenario stopped", extra={"error": str(error)})
+                log.debug("demo scenario stopped: %s", error)
             finally:
                 if self.load.running:
                     await self.load.stop()
@@ -212,7 +214,8 @@ class Demo:
         tenant.tenant_type = str(answer.body.get("tenant_type", "shared"))
         self.board.tenants[tenant.key] = BoardTenant(tenant.name, tenant.plan, tenant.tenant_type)
         self.event(f"{tenant.name} ({tenant.plan}, {tenant.tenant_type}): {tenant.tenant_id}")
-        log.info("demo tenant created", extra={"tenant_id": tenant.tenant_id, "subdomain": tenant.subdomain})
+        # Debug only: devstack's log handler writes to the terminal the live board is drawn on.
+        log.debug("demo tenant %s created: %s", tenant.subdomain, tenant.tenant_id)
 
     async def _seed(self, tenant: DemoTenant) -> None:
         items = [
@@ -299,6 +302,17 @@ class Demo:
             pending = [w for w in pending if not w.done]
             if not pending:
                 break
+            for watch in pending:
+                if (
+                    watch.migration is None
+                    and not watch.nudged
+                    and time.time() - watch.caused_at > NUDGE_AFTER
+                ):
+                    watch.nudged = True
+                    self.event(
+                        f"{watch.tenant.name}: no migration yet after {NUDGE_AFTER:.0f} s; waiting up to "
+                        f"{self.scenario.move_timeout:.0f} s for the platform to decide"
+                    )
             if time.monotonic() > deadline:
                 for watch in pending:
                     if watch.migration is None:
