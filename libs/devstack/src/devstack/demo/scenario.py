@@ -32,6 +32,7 @@ log = logging.getLogger("devstack.demo")
 
 FLIP_WINDOW_MARGIN = 0.25  # seconds either side of the freeze searched for the slowest request
 NUDGE_AFTER = 30.0  # seconds without a migration before the demo says it is still waiting
+READ_MODEL_NUDGE_AFTER = 10.0
 
 
 class ScenarioAborted(Exception):
@@ -230,7 +231,9 @@ class Demo:
         if not customer.ok:
             raise ScenarioAborted(f"customer of {tenant.name} not created: {customer.describe()}")
         # orders learns of products from catalog's events: until then an order is a 422.
-        deadline = time.monotonic() + self.scenario.read_model_timeout
+        started = time.monotonic()
+        deadline = started + self.scenario.read_model_timeout
+        nudged = False
         while True:
             order = await self.client.place_order(
                 tenant.key,
@@ -245,7 +248,16 @@ class Demo:
             if order.status != 422 or time.monotonic() > deadline:
                 raise ScenarioAborted(
                     f"orders never accepted an order of {tenant.name} within "
-                    f"{self.scenario.read_model_timeout:.0f} s: {order.describe()}"
+                    f"{self.scenario.read_model_timeout:.0f} s: {order.describe()} (its product read model "
+                    "applies catalog.products.v1 one event at a time; a backlog of an earlier run's bulk "
+                    "products delays it)"
+                )
+            if not nudged and time.monotonic() - started > READ_MODEL_NUDGE_AFTER:
+                nudged = True
+                self.event(
+                    f"{tenant.name}: orders has not seen its products yet (it applies catalog's events; "
+                    "an earlier run's backlog delays it): waiting up to "
+                    f"{self.scenario.read_model_timeout:.0f} s"
                 )
             await asyncio.sleep(0.3)
 
@@ -283,9 +295,11 @@ class Demo:
             watch.migration = migration
             progress = describe_progress(migration)
             self.board.tenants[tenant.key].move = progress
-            if migration.get("phase") != watch.last_phase:
-                watch.last_phase = str(migration.get("phase"))
-                self.event(f"{tenant.name}: {progress}")
+            state = f"{migration.get('status')}/{migration.get('phase')}"
+            if state != watch.last_phase:
+                watch.last_phase = state
+                error = migration.get("error_message")
+                self.event(f"{tenant.name}: {progress}" + (f": {error}" if error else ""))
         if tenant.tenant_type == "dedicated":
             if watch.flipped_seen_at is None:
                 watch.flipped_seen_at = now
@@ -322,9 +336,11 @@ class Demo:
                             "(is the migrator's automatic placement running?)"
                         )
                     else:
+                        error = watch.migration.get("error_message")
                         message = (
                             f"{watch.tenant.name}: still {describe_progress(watch.migration)} after "
                             f"{self.scenario.move_timeout:.0f} s"
+                            + (f" (last error: {error})" if error else "")
                         )
                     self.warnings.append(message)
                     self.event(message)

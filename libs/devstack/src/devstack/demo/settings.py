@@ -86,7 +86,9 @@ FULL = Scenario(
     steady_after_moves=8.0,
     push_products=10_000,
     bulk_batch=1_000,
-    read_model_timeout=60.0,
+    # A fresh stack's orders sees a product within a second or two; a persistent one may first have
+    # an earlier run's 10,000 product events to apply (orders applies ~50-100 a second).
+    read_model_timeout=180.0,
     move_timeout=240.0,
     usage_settle=5.0,
     request_timeout=15.0,
@@ -101,6 +103,7 @@ SHORT = replace(
     warm_up_products=10,
     steady_before_push=2.0,
     steady_after_moves=2.0,
+    read_model_timeout=60.0,
     move_timeout=120.0,
     usage_settle=3.0,
 )
