@@ -61,7 +61,10 @@ class PlatformClient:
         if missing:
             raise ValueError(f"service URLs missing: {', '.join(missing)}")
         self.tally = tally
-        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        # Idle connections are dropped well before uvicorn's 5 s keep-alive timeout: a connection the
+        # server is closing just as the client reuses it would fail a request (ReadError) that no
+        # server ever refused.
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32, keepalive_expiry=2.0)
         self._clients = {
             key: httpx.AsyncClient(base_url=urls[key], timeout=timeout, limits=limits, transport=transport)
             for key in SERVICE_KEYS

@@ -245,7 +245,9 @@ class Demo:
             )
             if order.ok:
                 return
-            if order.status != 422 or time.monotonic() > deadline:
+            if order.status != 422:
+                raise ScenarioAborted(f"orders refused an order of {tenant.name}: {order.describe()}")
+            if time.monotonic() > deadline:
                 raise ScenarioAborted(
                     f"orders never accepted an order of {tenant.name} within "
                     f"{self.scenario.read_model_timeout:.0f} s: {order.describe()} (its product read model "
