@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from devstack.demo.display import Display, make_display
+from devstack.demo.display import Board, Display, make_display
 from devstack.demo.report import Summary, render_text
 from devstack.demo.scenario import run_demo
 from devstack.demo.settings import Scenario, load_scenario
@@ -35,13 +35,13 @@ async def play(
     urls: Mapping[str, str],
     scenario: Scenario,
     *,
-    display_factory: Callable[..., Display] = make_display,
+    display_factory: Callable[[Board], Display] = make_display,
 ) -> Summary:
     """Play the scenario against the services at `urls` (stack.env's TENANCY_URL, ...), print the
     summary, and write it as JSON when the scenario names a file."""
     holder: list[Display] = []
 
-    def factory(board: object) -> Display:
+    def factory(board: Board) -> Display:
         display = display_factory(board)
         holder.append(display)
         return display

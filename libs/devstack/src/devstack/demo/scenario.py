@@ -15,13 +15,14 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
 
-from devstack.demo.client import Answer, Missing, PlatformClient
+from devstack.demo.client import Missing, PlatformClient
 from devstack.demo.display import Board, BoardTenant, Display
 from devstack.demo.load import LoadGenerator, TrafficTarget
 from devstack.demo.report import AdvisorView, MoveRow, Summary, TenantRow, advisor_view
@@ -75,8 +76,6 @@ def _latest(migrations: Any, since: float) -> dict[str, Any] | None:
     machine's; the margin covers a migration row created just before the trigger's answer came)."""
     if not isinstance(migrations, Mapping) or not isinstance(migrations.get("items"), list):
         return None
-    from datetime import datetime
-
     best: tuple[float, dict[str, Any]] | None = None
     for item in migrations["items"]:
         try:
@@ -111,7 +110,7 @@ class Demo:
         self,
         urls: Mapping[str, str],
         scenario: Scenario,
-        display_factory: Any,
+        display_factory: Callable[[Board], Display],
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         suffix: str | None = None,
@@ -130,7 +129,6 @@ class Demo:
         self.moves: list[MoveWatch] = []
         self.warnings: list[str] = []
         self.started = time.monotonic()
-        self.advisor: AdvisorView = AdvisorView()
 
     def tenant(self, key: str) -> DemoTenant:
         return next(t for t in self.tenants if t.key == key)
@@ -387,17 +385,18 @@ class Demo:
         progress = migration.get("progress") or {}
         freeze_ms = progress.get("freeze_ms")
         flipped_at = progress.get("flipped_at")
-        longest = None
+        # The cutover window: the migrator's recorded hold when it has one, else between the last
+        # poll that saw the tenant shared and the first that saw it dedicated.
+        window: tuple[float, float] | None = None
         if flipped_at is not None:
             frozen = float(freeze_ms or 0) / 1000
             flipped = float(flipped_at)
-            start, end = flipped - frozen - FLIP_WINDOW_MARGIN, flipped + FLIP_WINDOW_MARGIN
+            window = (flipped - frozen - FLIP_WINDOW_MARGIN, flipped + FLIP_WINDOW_MARGIN)
         elif watch.flipped_seen_at is not None:
-            start, end = watch.last_shared_seen_at or watch.caused_at, watch.flipped_seen_at
-        else:
-            start = end = None  # type: ignore[assignment]
-        if start is not None and end is not None:
-            slowest = self.tally.longest_in_window(watch.tenant.key, start, end)
+            window = (watch.last_shared_seen_at or watch.caused_at, watch.flipped_seen_at)
+        longest = None
+        if window is not None:
+            slowest = self.tally.longest_in_window(watch.tenant.key, *window)
             longest = slowest.seconds * 1000 if slowest else None
         flip_time = float(flipped_at) if flipped_at is not None else watch.flipped_seen_at
         status = "not started" if watch.migration is None else str(migration.get("status"))
@@ -480,7 +479,7 @@ class Demo:
 async def run_demo(
     urls: Mapping[str, str],
     scenario: Scenario,
-    display_factory: Any,
+    display_factory: Callable[[Board], Display],
     *,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Summary:
@@ -488,4 +487,4 @@ async def run_demo(
     return await demo.run()
 
 
-__all__ = ["Answer", "Demo", "ScenarioAborted", "describe_progress", "run_demo"]
+__all__ = ["Demo", "ScenarioAborted", "describe_progress", "run_demo"]
