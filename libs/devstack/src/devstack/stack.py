@@ -402,8 +402,9 @@ def status(config: Config | None = None) -> list[ComponentStatus]:
 
 
 # A companion of `run` (the live demo): started in a thread of its own once the stack is ready, given
-# an event that is set when the stack stops; it returns None (the stack keeps running) or an exit
-# code (the stack stops now, with that code).
+# an event that is set when the stack stops. It returns an exit code or None: returned while the
+# stack runs, a code stops it now with that code (None: it keeps running); returned after the event,
+# a code becomes run's exit code unless the stack already failed.
 Companion = Callable[[UpResult, threading.Event], int | None]
 COMPANION_STOP_TIMEOUT = 20.0
 
