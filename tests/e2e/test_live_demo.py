@@ -161,3 +161,5 @@ def test_make_run_plays_the_short_demo_with_no_failed_request_and_the_pushed_ten
             reader.join(5)
     assert code == 0, "\n".join(run.lines[-40:])
     assert not (state / "stack.env").exists()  # run's down removed it: everything stopped
+    summary_start = max(i for i, line in enumerate(run.lines) if line.startswith("== demo summary"))
+    print("\n".join(run.lines[summary_start:]))  # what the demo printed (pytest -s shows it)
