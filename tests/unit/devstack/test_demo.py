@@ -432,3 +432,14 @@ def test_the_live_board_renders_each_tenant_with_its_placement_and_move() -> Non
     assert "in_progress/copy 4,000/10,108 rows" in text
     assert "Initech [Books]" in text
     assert "300 ms" in text  # the p99 of the last 10 s
+
+
+def test_run_watches_only_the_services_it_started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from devstack.config import load_config
+
+    monkeypatch.setenv("DEVSTACK_DIR", str(tmp_path))
+    config = load_config()
+    monkeypatch.setenv("DEVSTACK_SERVICES", "none")
+    assert stack._dead_components(config, _FakeResult()) == []  # type: ignore[arg-type]
+    monkeypatch.setenv("DEVSTACK_SERVICES", "tenancy")
+    assert stack._dead_components(config, _FakeResult()) == ["service tenancy"]  # type: ignore[arg-type]

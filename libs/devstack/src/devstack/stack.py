@@ -495,7 +495,8 @@ def _dead_components(config: Config, result: UpResult) -> list[str]:
     if "kafka" in result.local and kafka.LocalKafka(config).running_pid() is None:
         dead.append("Kafka")
     alive = services.running(config)
-    dead += [f"service {spec.name}" for spec in SERVICES if spec.name not in alive]
+    # Only the services this stack started (DEVSTACK_SERVICES): one never started has not died.
+    dead += [f"service {spec.name}" for spec in selected_services(SERVICES) if spec.name not in alive]
     return dead
 
 
