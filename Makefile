@@ -30,6 +30,7 @@ FIND_UV = uv="$$(command -v uv || true)"; \
 help:
 	@echo "make install    create .venv and install the locked dependencies and workspace members"
 	@echo "make run        start PostgreSQL, Kafka and the services in the foreground (Ctrl-C stops all)"
+	@echo "                and play the live demo (DEMO=0: no demo, DEMO=short: the test's scenario)"
 	@echo "make up | down  the same in the background | stop it (make status: what runs)"
 	@echo "make test       the whole test suite against the real stack (make test-unit: no servers)"
 	@echo "make bench      benchmarks as JSON lines (make bench BENCH=<prefix>)"

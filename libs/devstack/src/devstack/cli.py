@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Annotated, TypeVar
@@ -91,8 +92,28 @@ def run(quiet: Quiet = False) -> None:
         for line in result.summary():
             typer.echo(line)
 
-    code = _guard(lambda: stack.run(on_ready=_ready))
+    code = _guard(lambda: stack.run(on_ready=_ready, companion=_demo_companion()))
     raise typer.Exit(code)
+
+
+def _demo_companion() -> stack.Companion | None:
+    """The live demo (devstack.demo) once everything is ready, unless DEMO=0 or not all five
+    services run (DEVSTACK_SERVICES names a subset)."""
+    from devstack import demo
+    from devstack.services import SERVICES
+
+    scenario = _guard(demo.load_scenario)
+    if not scenario.enabled:
+        return None
+    selected = _guard(lambda: stack.selected_services(SERVICES))
+    if len(selected) != len(SERVICES):
+        typer.echo("demo: skipped (it needs all five services; DEVSTACK_SERVICES names fewer)", err=True)
+        return None
+
+    def _play(result: stack.UpResult, stopping: threading.Event) -> int | None:
+        return demo.play_until_stopped(result.env, scenario, stopping)
+
+    return _play
 
 
 @app.command()

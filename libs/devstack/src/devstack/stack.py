@@ -401,13 +401,47 @@ def status(config: Config | None = None) -> list[ComponentStatus]:
 # ----------------------------------------------------------------------------------------------- run
 
 
+# A companion of `run` (the live demo): started in a thread of its own once the stack is ready, given
+# an event that is set when the stack stops. It returns an exit code or None: returned while the
+# stack runs, a code stops it now with that code (None: it keeps running); returned after the event,
+# a code becomes run's exit code unless the stack already failed.
+Companion = Callable[[UpResult, threading.Event], int | None]
+COMPANION_STOP_TIMEOUT = 20.0
+
+
+class _CompanionThread:
+    def __init__(self, companion: Companion, result: UpResult, stop: threading.Event) -> None:
+        self.stopping = threading.Event()
+        self.code: int | None = None
+        self._stop = stop
+
+        def _body() -> None:
+            try:
+                self.code = companion(result, self.stopping)
+            except Exception:
+                log.exception("the companion of `run` failed")
+            if self.code is not None:
+                self._stop.set()
+
+        self.thread = threading.Thread(target=_body, name="devstack-run-companion", daemon=True)
+        self.thread.start()
+
+    def finish(self) -> None:
+        self.stopping.set()
+        self.thread.join(COMPANION_STOP_TIMEOUT)
+        if self.thread.is_alive():
+            log.warning("the demo did not stop within %.0f s; stopping anyway", COMPANION_STOP_TIMEOUT)
+
+
 def run(
     config: Config | None = None,
     *,
     on_ready: Callable[[UpResult], None] | None = None,
     check_interval: float = 2.0,
+    companion: Companion | None = None,
 ) -> int:
-    """`up`, stay in the foreground until SIGINT/SIGTERM (or a component dies), then `down`."""
+    """`up`, stay in the foreground until SIGINT/SIGTERM (or a component dies, or the companion asks
+    to stop), then `down`."""
     config = config or load_config()
 
     def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -432,12 +466,17 @@ def run(
         signal.signal(signal.SIGINT, _request_stop)
         signal.signal(signal.SIGTERM, _request_stop)
         log.info("running; press Ctrl-C to stop")
+        job = _CompanionThread(companion, result, stop) if companion is not None else None
         while not stop.wait(check_interval):
             dead = _dead_components(config, result)
             if dead:
                 log.error("%s stopped unexpectedly; shutting the stack down", ", ".join(dead))
                 exit_code = 1
                 break
+        if job is not None:
+            job.finish()
+            if job.code is not None and not exit_code:
+                exit_code = job.code
         # A second Ctrl-C must not interrupt the clean shutdown.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -456,7 +495,8 @@ def _dead_components(config: Config, result: UpResult) -> list[str]:
     if "kafka" in result.local and kafka.LocalKafka(config).running_pid() is None:
         dead.append("Kafka")
     alive = services.running(config)
-    dead += [f"service {spec.name}" for spec in SERVICES if spec.name not in alive]
+    # Only the services this stack started (DEVSTACK_SERVICES): one never started has not died.
+    dead += [f"service {spec.name}" for spec in selected_services(SERVICES) if spec.name not in alive]
     return dead
 
 
