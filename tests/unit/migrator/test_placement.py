@@ -57,7 +57,11 @@ def test_a_shared_tenant_exactly_at_a_trigger_is_promoted(overrides: dict[str, o
 )
 def test_one_below_the_trigger_stays_shared(overrides: dict[str, object]) -> None:
     found = verdict(facts(**overrides))
-    assert (found.recommended, found.rule, found.reason) == ("shared", "below_triggers", "below every trigger")
+    assert (found.recommended, found.rule, found.reason) == (
+        "shared",
+        "below_triggers",
+        "below every trigger",
+    )
 
 
 def test_compliance_comes_first_then_enterprise_then_size_and_all_are_named() -> None:

@@ -151,7 +151,10 @@ def _promotions(facts: TenantFacts, triggers: Triggers) -> list[tuple[str, str]]
         met.append((PRODUCTS, f"products {_n(facts.product_count)} ≥ {_n(triggers.products)}"))
     if facts.monthly_requests >= triggers.requests_per_month:
         met.append(
-            (REQUESTS, f"requests this month {_n(facts.monthly_requests)} ≥ {_n(triggers.requests_per_month)}")
+            (
+                REQUESTS,
+                f"requests this month {_n(facts.monthly_requests)} ≥ {_n(triggers.requests_per_month)}",
+            )
         )
     if facts.storage_gb >= triggers.storage_gb:
         met.append((STORAGE, f"storage {_n(facts.storage_gb)} GB ≥ {_n(triggers.storage_gb)} GB"))
@@ -177,7 +180,12 @@ def _demotion(facts: TenantFacts, triggers: Triggers, policy: DemotePolicy, toda
     percent = f"{f * 100:g} %"
     bands = [
         ("products", facts.product_count, triggers.products, ""),
-        (f"peak {ROLLING_REQUEST_DAYS}-day requests", facts.peak_requests_30d, triggers.requests_per_month, ""),
+        (
+            f"peak {ROLLING_REQUEST_DAYS}-day requests",
+            facts.peak_requests_30d,
+            triggers.requests_per_month,
+            "",
+        ),
         ("requests this month", facts.monthly_requests, triggers.requests_per_month, ""),
         ("peak storage", max(facts.peak_storage_gb, facts.storage_gb), triggers.storage_gb, " GB"),
     ]
@@ -244,6 +252,7 @@ class Totals:
 
 @dataclass(frozen=True)
 class PlacementPlan:
+    generated_on: date
     items: tuple[Item, ...]
     totals: Totals
 
@@ -307,4 +316,4 @@ def plan(
         saving_vs_all_dedicated_percent_now=_saving(cost_now, all_dedicated),
         saving_vs_all_dedicated_percent_after=_saving(cost_after, all_dedicated),
     )
-    return PlacementPlan(items, totals)
+    return PlacementPlan(today, items, totals)

@@ -9,7 +9,8 @@ automatic placement (usage thresholds, the placement plan) in-process.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from events import topics
@@ -20,7 +21,7 @@ from servicekit.pagination import Keyset, Page, Timestamp, Uuid
 from servicekit.platform import PlatformDB
 from sqlalchemy import Row, func
 
-from migrator import domain, repository
+from migrator import domain, placement, repository
 from migrator.domain import Direction
 
 NEWEST_MIGRATIONS: Keyset[Row[Any]] = Keyset(
@@ -144,3 +145,38 @@ class MigratorService:
             await uow.commit()
         self._wake()
         return row
+
+
+class PlacementAdvisor:
+    """`GET /v1/placement/plan`: one read-only unit of work reads every tenant's facts in one
+    statement (repository.placement_facts), the rules and the cost model (placement.py) decide.
+    Applying a plan is asking for its moves, one `request_migration` each (tenantctl's `--apply`
+    does it over HTTP)."""
+
+    def __init__(
+        self,
+        db: PlatformDB,
+        *,
+        triggers: placement.Triggers,
+        policy: placement.DemotePolicy,
+        costs: placement.CostModel,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._db = db
+        self.triggers = triggers
+        self.policy = policy
+        self.costs = costs
+        self._clock = clock
+
+    async def plan(self, *, tenant_ids: Sequence[uuid.UUID] | None = None) -> placement.PlacementPlan:
+        """The plan of every tenant not deleted, or of `tenant_ids` alone (totals then as if they were
+        the whole fleet: a what-if for a subset)."""
+        today = self._clock().astimezone(UTC).date()
+        async with self._db.unit_of_work(readonly=True) as uow:
+            rows = await repository.placement_facts(
+                uow.connection, today=today, lookback_days=self.policy.after_days, tenant_ids=tenant_ids
+            )
+        facts = [placement.TenantFacts(**row._mapping) for row in rows]
+        return placement.plan(
+            facts, triggers=self.triggers, policy=self.policy, costs=self.costs, today=today
+        )
