@@ -317,6 +317,12 @@ async def test_tenantctl_apply_queues_exactly_the_recommended_moves(
         assert f"monthly cost ${totals['monthly_cost_now']:,.2f} now" in human.stdout
         as_json = tenantctl(process.url, "placement", "plan", *args, "--json")
         assert json.loads(as_json.stdout)["totals"] == totals
+        changes = json.loads(tenantctl(process.url, "placement", "plan", *args, "--changes", "--json").stdout)
+        assert {(i["tenant_id"], i["action"]) for i in changes["items"]} == {
+            (str(seeded[c.name]), "promote" if c.recommended == "dedicated" else "demote")
+            for c in EXPECTED
+            if c.now != c.recommended
+        }
 
         async with httpx.AsyncClient(base_url=process.url) as client:
             # A tenant already moving: its 409 is reported, the other moves are still asked for.

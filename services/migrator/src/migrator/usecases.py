@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from events import topics
 from events.outbox import record
 from servicekit.db import UniqueViolation
@@ -23,6 +24,8 @@ from sqlalchemy import Row, func
 
 from migrator import domain, placement, repository
 from migrator.domain import Direction
+
+log = structlog.get_logger("migrator.usecases")
 
 NEWEST_MIGRATIONS: Keyset[Row[Any]] = Keyset(
     "migrations", (Timestamp(), Uuid()), lambda row: (row.started_at, row.id)
