@@ -38,10 +38,6 @@ ENDED = {"completed", "failed", "cancelled"}
 class Refused(Exception):
     """A problem answer from a service."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-
 
 def _urls() -> ServiceUrls:
     return ServiceUrls()
@@ -56,16 +52,8 @@ async def _call(method: str, url: str, **kwargs: Any) -> Any:
             detail = body.get("detail") or body.get("title")
         except ValueError:
             detail = response.text[:200]
-        raise Refused(f"{response.status_code}: {detail}", response.status_code)
+        raise Refused(f"{response.status_code}: {detail}")
     return response.json()
-
-
-def call(method: str, url: str, **kwargs: Any) -> Any:
-    """One request; a problem answer raises Refused (its status kept), for callers that go on."""
-    try:
-        return asyncio.run(_call(method, url, **kwargs))
-    except httpx.HTTPError as error:
-        fail(f"cannot reach {url}: {type(error).__name__}: {error}")
 
 
 def _do(method: str, url: str, **kwargs: Any) -> Any:

@@ -16,6 +16,8 @@ from migrator.schemas import (
     MigrationCreate,
     MigrationOut,
     MigrationPage,
+    PlacementApplied,
+    PlacementApplyOut,
     PlacementItem,
     PlacementModel,
     PlacementPlanOut,
@@ -126,22 +128,40 @@ def _plan_out(
     )
 
 
+PlanTenants = Annotated[
+    list[uuid.UUID] | None,
+    Query(
+        max_length=MAX_PLAN_TENANTS,
+        description="only these tenants (repeat the parameter); totals then as if they were the fleet",
+    ),
+]
+OnlyChanges = Annotated[
+    bool, Query(description="list only the tenants to promote or demote (totals stay the fleet's)")
+]
+
+
 @router.get("/placement/plan", response_model=PlacementPlanOut)
 async def placement_plan(
-    request: Request,
-    tenant_id: Annotated[
-        list[uuid.UUID] | None,
-        Query(
-            max_length=MAX_PLAN_TENANTS,
-            description="only these tenants (repeat the parameter); totals then as if they were the fleet",
-        ),
-    ] = None,
-    only_changes: Annotated[
-        bool, Query(description="list only the tenants to promote or demote (totals stay the fleet's)")
-    ] = False,
+    request: Request, tenant_id: PlanTenants = None, only_changes: OnlyChanges = False
 ) -> ModelResponse:
     """Per tenant: placement now, recommended placement and why, monthly cost now and after; totals
     now, after the plan and if every tenant were dedicated."""
     advisor = _advisor(request)
     plan = await advisor.plan(tenant_ids=tenant_id)
     return ModelResponse(_plan_out(advisor, plan, only_changes=only_changes))
+
+
+@router.post("/placement/plan/apply", status_code=status.HTTP_202_ACCEPTED, response_model=PlacementApplyOut)
+async def apply_placement_plan(
+    request: Request, tenant_id: PlanTenants = None, only_changes: OnlyChanges = False
+) -> ModelResponse:
+    """Compute the plan and ask for exactly its moves (one migration each, reason naming the plan's
+    rule); a tenant already moving is reported as `already_moving`, not an error."""
+    advisor = _advisor(request)
+    plan, applied = await advisor.apply(tenant_ids=tenant_id)
+    out = _plan_out(advisor, plan, only_changes=only_changes)
+    document = PlacementApplyOut(
+        **dict(out),
+        applied=[PlacementApplied(**vars(a)) for a in applied],
+    )
+    return ModelResponse(document, status_code=status.HTTP_202_ACCEPTED)

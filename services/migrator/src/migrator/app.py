@@ -32,6 +32,7 @@ def create_app(settings: MigratorSettings | None = None, *, freeze_gc: bool = Fa
         advisors.append(
             PlacementAdvisor(
                 db,
+                service,
                 triggers=settings.placement_triggers(),
                 policy=settings.placement_policy(),
                 costs=settings.placement_costs(),

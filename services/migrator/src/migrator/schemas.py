@@ -113,3 +113,20 @@ class PlacementPlanOut(BaseModel):
     model: PlacementModel
     items: list[PlacementItem]
     totals: PlacementTotals
+
+
+class PlacementApplied(BaseModel):
+    tenant_id: uuid.UUID
+    direction: Direction
+    result: Literal["queued", "already_moving", "refused"] = Field(
+        description="queued: the migration was asked for; already_moving: the tenant has an active "
+        "move (not a failure); refused: it cannot be moved (see error)"
+    )
+    migration_id: uuid.UUID | None
+    error: str | None
+
+
+class PlacementApplyOut(PlacementPlanOut):
+    """The plan as it was applied, and what asking for each of its moves gave."""
+
+    applied: list[PlacementApplied]
