@@ -68,13 +68,14 @@ CONFIG: Final = {
 }
 
 
-def load_schema(app: FastAPI, *, examples: int = EXAMPLES_PER_OPERATION) -> Any:
-    """The app's OpenAPI document, restricted to its API paths, with the fixed budget and seed."""
+def load_schema(app: FastAPI, *, examples: int = EXAMPLES_PER_OPERATION, paths: str = API_PATHS) -> Any:
+    """The app's OpenAPI document, restricted to its API paths (`paths`, a regex), with the fixed
+    budget and seed."""
     config = SchemathesisConfig.from_dict(
         CONFIG | {"generation": CONFIG["generation"] | {"max-examples": examples}}
     )
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
-    return schema.include(path_regex=API_PATHS)
+    return schema.include(path_regex=paths)
 
 
 @dataclass
@@ -101,9 +102,10 @@ def fuzz_app(
     *,
     seed: Seed | None = None,
     examples: int = EXAMPLES_PER_OPERATION,
+    paths: str = API_PATHS,
 ) -> Report:
-    """Fuzz every operation of `app`; raise an AssertionError naming each failing one."""
-    schema = load_schema(app, examples=examples)  # starts the app's lifespan
+    """Fuzz every operation of `app` (under `paths`); raise an AssertionError naming each failing one."""
+    schema = load_schema(app, examples=examples, paths=paths)  # starts the app's lifespan
     prepare: Prepare = lambda case: None  # noqa: E731
     if seed is not None:
         with asgi.get_client(app) as session:
@@ -132,7 +134,7 @@ def fuzz_app(
         except (Exception, BaseExceptionGroup) as error:
             report.failures.append(f"{operation.label}:\n{error}")
         report.seconds[operation.label] = round(time.monotonic() - started, 1)
-    assert report.operations, "the document lists no operation under " + API_PATHS
+    assert report.operations, "the document lists no operation under " + paths
     assert not report.failures, "\n\n".join(report.failures)
     return report
 

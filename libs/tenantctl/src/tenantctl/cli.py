@@ -5,6 +5,7 @@
     tenantctl migrate TENANT_ID [--to dedicated|shared] [--wait] [--json]
     tenantctl migrations list|show ID|cancel ID|cleanup ID [--json]
     tenantctl tenants list [--json]
+    tenantctl placement plan [--tenant ID ...] [--changes] [--apply] [--json]
 
 Further areas (`migrate`, `migrations ...`, `tenants list`, `placement plan`) are modules of this
 package adding their own `typer.Typer()` here with `app.add_typer(...)`; shared pieces (settings,
@@ -17,7 +18,7 @@ import logging
 
 import typer
 
-from tenantctl import dlq, migrations
+from tenantctl import dlq, migrations, placement
 
 app = typer.Typer(
     name="tenantctl",
@@ -30,6 +31,7 @@ app.add_typer(dlq.app, name="dlq")
 app.command("migrate")(migrations.migrate)
 app.add_typer(migrations.migrations_app, name="migrations")
 app.add_typer(migrations.tenants_app, name="tenants")
+app.add_typer(placement.app, name="placement")
 
 
 def main() -> None:

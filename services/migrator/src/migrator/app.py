@@ -14,7 +14,7 @@ from migrator import api, consumers
 from migrator.provisioner import SqlProvisioner
 from migrator.runner import Runner
 from migrator.settings import MigratorSettings, get_settings
-from migrator.usecases import MigratorService
+from migrator.usecases import MigratorService, PlacementAdvisor
 
 VERSION = "0.1.0"
 
@@ -22,12 +22,22 @@ VERSION = "0.1.0"
 def create_app(settings: MigratorSettings | None = None, *, freeze_gc: bool = False) -> FastAPI:
     settings = settings or get_settings()
     runners: list[Runner] = []
+    advisors: list[PlacementAdvisor] = []
 
     def usecases(db: PlatformDB) -> MigratorService:
         service = MigratorService(db)
         runner = Runner(settings, db, SqlProvisioner(settings))
         service.on_request(runner.wake)
         runners.append(runner)
+        advisors.append(
+            PlacementAdvisor(
+                db,
+                service,
+                triggers=settings.placement_triggers(),
+                policy=settings.placement_policy(),
+                costs=settings.placement_costs(),
+            )
+        )
         return service
 
     def register(broker: KafkaBroker, service: PlatformService[MigratorSettings, MigratorService]) -> None:
@@ -57,4 +67,5 @@ def create_app(settings: MigratorSettings | None = None, *, freeze_gc: bool = Fa
         freeze_gc=freeze_gc,
     )
     app.state.runner = runners[0]
+    app.state.placement = advisors[0]  # GET /v1/placement/plan
     return app

@@ -15,13 +15,56 @@ platform outbox, nothing else. Moving data needs more, and only the runner uses 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 
 from pydantic import Field, SecretStr
 from servicekit.settings import ServiceSettings
 
+from migrator import placement
 
-class MigratorSettings(ServiceSettings):
+
+class PlacementSettings(ServiceSettings):
+    """The placement advisor (`GET /v1/placement/plan`; migrator/placement.py says how each is used).
+    The triggers have usage's field names, so the same environment variables configure both."""
+
+    trigger_products: int = Field(default=10_000, ge=1)
+    trigger_requests_per_month: int = Field(default=100_000, ge=1)
+    trigger_storage_gb: float = Field(default=10.0, gt=0)
+    # The seed's "Cost-Benefit Analysis": one shared instance ($200 a month) for 95 tenants, $50 a
+    # month per dedicated database; the overhead prices the connections each dedicated database adds.
+    placement_shared_instance_monthly_cost: Decimal = Field(default=Decimal("200"), ge=0, decimal_places=2)
+    placement_shared_instance_capacity_tenants: int = Field(default=95, ge=1)
+    placement_shared_instance_capacity_gb: float | None = Field(default=None, gt=0)
+    placement_dedicated_monthly_cost: Decimal = Field(default=Decimal("50"), ge=0, decimal_places=2)
+    placement_dedicated_overhead_monthly_cost: Decimal = Field(default=Decimal("0"), ge=0, decimal_places=2)
+    # Demote only after this many days below this fraction of every trigger (the hysteresis).
+    placement_demote_after_days: int = Field(default=30, ge=1, le=365)
+    placement_demote_below_fraction: float = Field(default=0.5, gt=0, le=1)
+
+    def placement_triggers(self) -> placement.Triggers:
+        return placement.Triggers(
+            products=self.trigger_products,
+            requests_per_month=self.trigger_requests_per_month,
+            storage_gb=self.trigger_storage_gb,
+        )
+
+    def placement_policy(self) -> placement.DemotePolicy:
+        return placement.DemotePolicy(
+            after_days=self.placement_demote_after_days, below_fraction=self.placement_demote_below_fraction
+        )
+
+    def placement_costs(self) -> placement.CostModel:
+        return placement.CostModel(
+            shared_instance_monthly_cost=self.placement_shared_instance_monthly_cost,
+            shared_instance_capacity_tenants=self.placement_shared_instance_capacity_tenants,
+            shared_instance_capacity_gb=self.placement_shared_instance_capacity_gb,
+            dedicated_monthly_cost=self.placement_dedicated_monthly_cost,
+            dedicated_overhead_monthly_cost=self.placement_dedicated_overhead_monthly_cost,
+        )
+
+
+class MigratorSettings(PlacementSettings):
     service_name: str = "migrator"
     port: int = 8105
 

@@ -9,19 +9,24 @@ automatic placement (usage thresholds, the placement plan) in-process.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
 
+import structlog
 from events import topics
 from events.outbox import record
 from servicekit.db import UniqueViolation
-from servicekit.errors import Conflict, NotFound
+from servicekit.errors import Conflict, DomainError, NotFound
 from servicekit.pagination import Keyset, Page, Timestamp, Uuid
 from servicekit.platform import PlatformDB
 from sqlalchemy import Row, func
 
-from migrator import domain, repository
+from migrator import domain, placement, repository
 from migrator.domain import Direction
+
+log = structlog.get_logger("migrator.usecases")
 
 NEWEST_MIGRATIONS: Keyset[Row[Any]] = Keyset(
     "migrations", (Timestamp(), Uuid()), lambda row: (row.started_at, row.id)
@@ -144,3 +149,86 @@ class MigratorService:
             await uow.commit()
         self._wake()
         return row
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What asking for one recommended move gave: `queued` (the migration), `already_moving` (the
+    tenant has an active move: 409, not a failure), or `refused` (the detail says why)."""
+
+    tenant_id: uuid.UUID
+    direction: Direction
+    result: Literal["queued", "already_moving", "refused"]
+    migration_id: uuid.UUID | None = None
+    error: str | None = None
+
+
+class PlacementAdvisor:
+    """`GET /v1/placement/plan`: one read-only unit of work reads every tenant's facts in one
+    statement (repository.placement_facts), the rules and the cost model (placement.py) decide.
+    Applying a plan (`POST /v1/placement/plan/apply`, tenantctl's `--apply`) is asking for exactly its
+    moves, one `MigratorService.request_migration` each, in the plan's order."""
+
+    def __init__(
+        self,
+        db: PlatformDB,
+        migrator: MigratorService,
+        *,
+        triggers: placement.Triggers,
+        policy: placement.DemotePolicy,
+        costs: placement.CostModel,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._db = db
+        self._migrator = migrator
+        self.triggers = triggers
+        self.policy = policy
+        self.costs = costs
+        self._clock = clock
+
+    async def plan(self, *, tenant_ids: Sequence[uuid.UUID] | None = None) -> placement.PlacementPlan:
+        """The plan of every tenant not deleted, or of `tenant_ids` alone (totals then as if they were
+        the whole fleet: a what-if for a subset)."""
+        today = self._clock().astimezone(UTC).date()
+        async with self._db.unit_of_work(readonly=True) as uow:
+            rows = await repository.placement_facts(
+                uow.connection, today=today, lookback_days=self.policy.after_days, tenant_ids=tenant_ids
+            )
+        facts = [placement.TenantFacts(**row._mapping) for row in rows]
+        return placement.plan(
+            facts, triggers=self.triggers, policy=self.policy, costs=self.costs, today=today
+        )
+
+    async def apply(
+        self, *, tenant_ids: Sequence[uuid.UUID] | None = None
+    ) -> tuple[placement.PlacementPlan, list[Applied]]:
+        """The plan, and each of its moves asked for. A tenant whose move is already active is
+        reported (`already_moving`); one that cannot be moved (gone, deleted, already moved since the
+        plan was read) is `refused`; neither stops the others."""
+        plan = await self.plan(tenant_ids=tenant_ids)
+        outcomes: list[Applied] = []
+        for item in plan.items:
+            if item.action == "stay":
+                continue
+            tenant_id = item.facts.tenant_id
+            direction: Direction = "to_dedicated" if item.action == "promote" else "to_shared"
+            reason = (
+                f"placement plan {plan.generated_on.isoformat()}: {item.verdict.rule}: {item.verdict.reason}"
+            )
+            try:
+                row = await self._migrator.request_migration(tenant_id, direction=direction, reason=reason)
+            except Conflict as conflict:
+                moving = conflict.extra.get("field") == "tenant_id"
+                result: Literal["already_moving", "refused"] = "already_moving" if moving else "refused"
+                outcomes.append(Applied(tenant_id, direction, result, error=conflict.detail))
+                continue
+            except DomainError as refused:
+                outcomes.append(Applied(tenant_id, direction, "refused", error=refused.detail))
+                continue
+            outcomes.append(Applied(tenant_id, direction, "queued", migration_id=row.id))
+        log.info(
+            "placement plan applied",
+            queued=[str(o.tenant_id) for o in outcomes if o.result == "queued"][:50],
+            not_queued=[f"{o.tenant_id}: {o.result}" for o in outcomes if o.result != "queued"][:50],
+        )
+        return plan, outcomes
