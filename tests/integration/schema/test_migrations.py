@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, MetaData
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
-from tenantschema import migrations, platform, usage
+from tenantschema import migrations, placement, platform, usage
 from tenantschema.declarations import CURRENT
 from tenantschema.migrations import History
 from tenantschema.render import render_metadata
@@ -21,7 +21,7 @@ from tenantschema.urls import asyncpg_url
 from tests.support.databases import FreshDatabase
 
 HEADS: dict[History, str] = {
-    "platform": "platform_0007_relay_release",
+    "platform": "platform_0008_placement",
     "shared": "shared_0009_relay_release",
     "dedicated": "dedicated_0006_relay_release",
 }
@@ -39,6 +39,7 @@ EXPECTED_TABLES: dict[History, set[str]] = {
         *RELAY_TABLES,
         "outbox_sweeps",
         *usage.USAGE_TABLES,
+        *placement.PLACEMENT_TABLES,
     },
     "shared": {
         "products",
@@ -70,7 +71,7 @@ EXPECTED_TABLES: dict[History, set[str]] = {
 def _platform_metadata() -> MetaData:
     """The platform tables and usage's own (declared apart: tenantschema.usage)."""
     combined = MetaData()
-    for table in [*platform.metadata.sorted_tables, *usage.metadata.sorted_tables]:
+    for table in [*platform.metadata.sorted_tables, *usage.metadata.sorted_tables, *placement.metadata.sorted_tables]:
         table.to_metadata(combined)
     return combined
 
