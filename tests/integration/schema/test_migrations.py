@@ -71,7 +71,11 @@ EXPECTED_TABLES: dict[History, set[str]] = {
 def _platform_metadata() -> MetaData:
     """The platform tables and usage's own (declared apart: tenantschema.usage)."""
     combined = MetaData()
-    for table in [*platform.metadata.sorted_tables, *usage.metadata.sorted_tables, *placement.metadata.sorted_tables]:
+    for table in [
+        *platform.metadata.sorted_tables,
+        *usage.metadata.sorted_tables,
+        *placement.metadata.sorted_tables,
+    ]:
         table.to_metadata(combined)
     return combined
 

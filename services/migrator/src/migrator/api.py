@@ -10,7 +10,9 @@ from servicekit.http import usecases
 from servicekit.pagination import Cursor, Limit
 from sqlalchemy import Row
 
-from migrator.schemas import MigrationCreate, MigrationOut, MigrationPage
+from migrator.placement_usecases import PlacementService
+from migrator.schemas import DecisionOut, DecisionPage, MigrationCreate, MigrationOut, MigrationPage
+from migrator.triggers import TriggerName
 from migrator.usecases import MigratorService
 
 router = APIRouter(prefix="/v1", tags=["migrator"])
@@ -45,6 +47,27 @@ async def list_migrations(
 ) -> MigrationPage:
     page = await service(request).find(tenant_id=tenant_id, status=status, cursor=cursor, limit=limit)
     return MigrationPage(items=[_out(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/placement/decisions")
+async def list_placement_decisions(
+    request: Request,
+    tenant_id: uuid.UUID | None = None,
+    trigger: TriggerName | None = None,
+    outcome: Literal["queued", "skipped", "recommended", "alerted"] | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> DecisionPage:
+    """The automatic placement's decisions, newest first: every trigger seen, what the decision
+    matrix made of it (moved, queued, skipped and why), the migration it queued."""
+    placement: PlacementService = request.app.state.placement
+    page = await placement.find(
+        tenant_id=tenant_id, trigger=trigger, outcome=outcome, cursor=cursor, limit=limit
+    )
+    return DecisionPage(
+        items=[DecisionOut.model_validate(r._mapping, from_attributes=False) for r in page.items],
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.post("/migrations/{migration_id}/cancel", status_code=status.HTTP_202_ACCEPTED)

@@ -11,6 +11,7 @@ from servicekit.platform import PlatformDB
 
 import migrator
 from migrator import api, consumers
+from migrator.placement_usecases import PlacementService
 from migrator.provisioner import SqlProvisioner
 from migrator.runner import Runner
 from migrator.settings import MigratorSettings, get_settings
@@ -22,16 +23,18 @@ VERSION = "0.1.0"
 def create_app(settings: MigratorSettings | None = None, *, freeze_gc: bool = False) -> FastAPI:
     settings = settings or get_settings()
     runners: list[Runner] = []
+    placements: list[PlacementService] = []  # the API's view of the decisions (same pool)
 
     def usecases(db: PlatformDB) -> MigratorService:
         service = MigratorService(db)
         runner = Runner(settings, db, SqlProvisioner(settings))
         service.on_request(runner.wake)
         runners.append(runner)
+        placements.append(PlacementService(db, settings))
         return service
 
     def register(broker: KafkaBroker, service: PlatformService[MigratorSettings, MigratorService]) -> None:
-        consumers.register(broker, service)
+        consumers.register(broker, service, wake=runners[0].wake)
         if settings.migrator_runner_enabled:  # started with the app, stopped before its relay
             service.background.append(runners[0])
 
@@ -57,4 +60,5 @@ def create_app(settings: MigratorSettings | None = None, *, freeze_gc: bool = Fa
         freeze_gc=freeze_gc,
     )
     app.state.runner = runners[0]
+    app.state.placement = placements[0]
     return app
