@@ -57,6 +57,7 @@ async def placement_groups_at_end(bootstrap: str) -> str:
 async def placement_settings(stack_env: dict[str, str], **overrides: Any) -> MigratorSettings:
     group = await placement_groups_at_end(stack_env["KAFKA_BOOTSTRAP_SERVERS"])
     values: dict[str, Any] = {
+        "placement_auto_enabled": True,  # off in the migrator tests' settings
         "placement_group_id": group,
         "placement_offset_reset": "latest",
         "placement_cool_down_seconds": 0,
