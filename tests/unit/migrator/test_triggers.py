@@ -76,7 +76,7 @@ def test_overrides_change_only_what_they_name() -> None:
     ],
 )
 def test_a_wrong_override_is_refused(overrides: dict[str, dict[str, object]]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"trigger|action|priority|keys"):
         triggers.matrix(overrides)
 
 
@@ -155,7 +155,8 @@ def test_cool_down_delays_a_move_but_not_compliance() -> None:
     assert size.outcome == "queued"
     assert size.not_before == NOW + timedelta(days=5)
     urgent = triggers.decide("compliance_isolation", triggers.matrix(), tenant, now=NOW, cool_down=WEEK)
-    assert urgent.outcome == "queued" and urgent.not_before is None
+    assert urgent.outcome == "queued"
+    assert urgent.not_before is None
     assert "overridden" in urgent.reason
     # A cool-down that is over, or none configured, delays nothing.
     old = shared_tenant(last_completed_at=NOW - timedelta(days=8))
@@ -180,9 +181,10 @@ def test_allowed_hours() -> None:
     assert not night.contains(datetime(2026, 12, 1, 6, 0, tzinfo=UTC))
     assert not night.contains(NOW)
     day = AllowedHours.parse("9-17")
-    assert day.contains(NOW) and not day.contains(datetime(2026, 12, 1, 17, 0, tzinfo=UTC))
+    assert day.contains(NOW)
+    assert not day.contains(datetime(2026, 12, 1, 17, 0, tzinfo=UTC))
     for wrong in ("22:00", "25:00-01:00", "x-y", "10-10"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="allowed hours"):
             AllowedHours.parse(wrong)
 
 
