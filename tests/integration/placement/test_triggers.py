@@ -14,6 +14,7 @@ usage running too), a migrator app consuming them from a fresh pair of consumer 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
 from events import topics
 from migrator import app as migrator_app
 from migrator.app import create_app
@@ -41,6 +43,7 @@ from tests.integration.tenancy.conftest import tenancy_settings
 from tests.integration.tenantdb.conftest import MakeTenant, tenant_factory
 from tests.integration.usage.conftest import end_offsets, usage_app
 from tests.support.apps import serve
+from tests.support.kafka import watch
 
 ENDED = {"completed", "failed", "cancelled"}
 
@@ -85,6 +88,36 @@ async def test_duplicates_and_replays_start_one_move_and_a_trigger_while_it_runs
         assert "already dedicated" in after["reason"]
         assert len(await migrations(client, tenant_id)) == 1
         assert [d["event_id"] for d in await decisions(client, tenant_id)].count(crossing["event_id"]) == 1
+
+
+async def test_a_poison_trigger_goes_to_the_dead_letter_topic_and_the_next_is_decided(
+    stack_env: dict[str, str], make_tenant: MakeTenant
+) -> None:
+    bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
+    tenant_id = await make_tenant("shared")
+    poison = threshold_event(tenant_id, "products")
+    poison["tenant_id"] = "not-a-uuid"
+    after = threshold_event(tenant_id, "plan_max_storage_gb", value=5)
+    settings = await placement_settings(stack_env, migrator_runner_enabled=False)
+    async with watch(bootstrap, topics.THRESHOLDS + ".dlq") as dead, serve(create_app(settings)) as client:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:  # same key, same partition: the valid event waits behind the poison one
+            await producer.send_and_wait(topics.THRESHOLDS, b"{not json", key=str(tenant_id).encode())
+            await producer.send_and_wait(
+                topics.THRESHOLDS, json.dumps(poison).encode(), key=str(tenant_id).encode()
+            )
+        finally:
+            await producer.stop()
+        await publish(bootstrap, topics.THRESHOLDS, [after])
+        (decided,) = await wait_decisions(client, tenant_id, 1)
+        assert (decided["event_id"], decided["outcome"]) == (after["event_id"], "alerted")
+        await dead.wait_for(lambda m: m.get("event_id") == poison["event_id"], timeout=30)
+        assert b"{not json" in dead.raw
+        group = next(
+            h["x-dlq-group"] for h, m in zip(dead.headers, dead.raw, strict=True) if m == b"{not json"
+        )
+        assert group == f"{settings.placement_group_id}.thresholds".encode()
 
 
 async def test_compliance_queued_after_a_size_trigger_starts_first_under_a_limit_of_one(

@@ -82,6 +82,8 @@ def test_a_wrong_override_is_refused(overrides: dict[str, dict[str, object]]) ->
 
 def test_what_each_event_means() -> None:
     assert triggers.trigger_of("tenant.threshold_crossed", {"metric": "products"}) == "products"
+    assert triggers.trigger_of("tenant.threshold_crossed", {"metric": "bandwidth_gb"}) is None
+    assert triggers.trigger_of("tenant.threshold_crossed", {"metric": ["products"]}) is None
     assert triggers.trigger_of("tenant.plan_changed", {"old_plan": "basic", "new_plan": "enterprise"}) == (
         "plan_enterprise"
     )

@@ -100,8 +100,10 @@ def trigger_of(event_type: str, data: Mapping[str, Any]) -> str | None:
     enterprise and `tenant.updated` with `compliance_isolation: true` are the same causes as usage's
     `plan_enterprise` / `compliance_isolation` crossings (whichever arrives first decides)."""
     if event_type == "tenant.threshold_crossed":
+        # A metric the matrix does not know (a newer usage) is no trigger here: ignored, not recorded
+        # (and never a metrics label of arbitrary text).
         metric = data.get("metric")
-        return metric if isinstance(metric, str) else None
+        return metric if metric in TRIGGERS else None
     if event_type == "tenant.plan_changed":
         return PLAN_ENTERPRISE if data.get("new_plan") == "enterprise" else None
     if event_type == "tenant.updated":
