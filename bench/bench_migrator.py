@@ -273,6 +273,7 @@ def _migrator_process(env: Mapping[str, str], log_dir: Path) -> Iterator[str]:
         "LOG_LEVEL": "WARNING",
         "MIGRATOR_CLEANUP_DELAY_SECONDS": "0",
         "MIGRATOR_POLL_INTERVAL_SECONDS": "0.1",
+        "PLACEMENT_AUTO_ENABLED": "false",  # only the benchmark's own moves
     }
     with (log_dir / "migrator.log").open("ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "migrator"], env=child_env, stdout=log, stderr=log)

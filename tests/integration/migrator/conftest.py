@@ -52,6 +52,8 @@ def migrator_settings(stack_env: dict[str, str], **overrides: Any) -> MigratorSe
         "migrator_copy_chunk_rows": 7,
         "migrator_verify_chunk_rows": 11,
         "migrator_cleanup_delay_seconds": 0.5,
+        # These tests ask for their moves; the placement tests turn it on with groups of their own.
+        "placement_auto_enabled": False,
         **relay_settings(stack_env),
     }
     return MigratorSettings(**(values | overrides))

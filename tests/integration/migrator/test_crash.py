@@ -42,6 +42,7 @@ def _env(stack_env: dict[str, str], **extra: str) -> dict[str, str]:
         "MIGRATOR_COPY_CHUNK_ROWS": "9",
         "MIGRATOR_CLEANUP_DELAY_SECONDS": "0.5",
         "LOG_LEVEL": "WARNING",
+        "PLACEMENT_AUTO_ENABLED": "false",  # only the test's own moves
         **extra,
     }
 

@@ -62,7 +62,11 @@ async def services(
     started: list[ServiceProcess] = []
     try:
         for name in ("catalog", "orders", "migrator"):
-            extra = {"MIGRATOR_CLEANUP_DELAY_SECONDS": "1", "MIGRATOR_POLL_INTERVAL_SECONDS": "0.2"}
+            extra = {
+                "MIGRATOR_CLEANUP_DELAY_SECONDS": "1",
+                "MIGRATOR_POLL_INTERVAL_SECONDS": "0.2",
+                "PLACEMENT_AUTO_ENABLED": "false",  # only the test's own move
+            }
             process = ServiceProcess(
                 name, {**env, **(extra if name == "migrator" else {})}, logs / f"{name}.log"
             )

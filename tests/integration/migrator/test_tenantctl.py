@@ -30,6 +30,7 @@ async def urls(
         "LOG_LEVEL": "WARNING",
         "MIGRATOR_CLEANUP_DELAY_SECONDS": "0.5",
         "MIGRATOR_POLL_INTERVAL_SECONDS": "0.2",
+        "PLACEMENT_AUTO_ENABLED": "false",
     }
     processes = [ServiceProcess(name, env, logs / f"{name}.log") for name in ("tenancy", "migrator")]
     try:

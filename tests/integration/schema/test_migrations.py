@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, MetaData
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
-from tenantschema import migrations, platform, usage
+from tenantschema import migrations, placement, platform, usage
 from tenantschema.declarations import CURRENT
 from tenantschema.migrations import History
 from tenantschema.render import render_metadata
@@ -40,6 +40,7 @@ EXPECTED_TABLES: dict[History, set[str]] = {
         "outbox_sweeps",
         *usage.USAGE_TABLES,
         "usage_counter_marks",
+        *placement.PLACEMENT_TABLES,
     },
     "shared": {
         "products",
@@ -71,7 +72,11 @@ EXPECTED_TABLES: dict[History, set[str]] = {
 def _platform_metadata() -> MetaData:
     """The platform tables and usage's own (declared apart: tenantschema.usage)."""
     combined = MetaData()
-    for table in [*platform.metadata.sorted_tables, *usage.metadata.sorted_tables]:
+    for table in [
+        *platform.metadata.sorted_tables,
+        *usage.metadata.sorted_tables,
+        *placement.metadata.sorted_tables,
+    ]:
         table.to_metadata(combined)
     return combined
 

@@ -120,6 +120,17 @@ REFUSED: tuple[Statement, ...] = (
         "UPDATE tenant_migrations SET status = 'failed'",
         "only the migrator writes migrations",
     ),
+    Statement(
+        all_but("migrator"),
+        "platform",
+        "INSERT INTO placement_decisions (tenant_id, trigger, event_id, event_type, action, outcome, reason) "
+        "VALUES ('{tenant}', 'products', gen_random_uuid(), 'audit', 'move', 'queued', 'audit')",
+        "only the migrator decides placements",
+    ),
+    Statement(
+        ALL, "platform", "UPDATE placement_decisions SET reason = 'rewritten'", "decisions are a record"
+    ),
+    Statement(ALL, "platform", "DELETE FROM placement_decisions", "decisions are a record"),
     # The fence table: owner only (tenantdb_enter asks it through SECURITY DEFINER).
     Statement(ALL, "shared", "SELECT * FROM tenant_fences", "fences are the owner's"),
     Statement(ALL, "shared", "DELETE FROM tenant_fences", "fences are the owner's"),
@@ -196,6 +207,13 @@ ALLOWED: tuple[Statement, ...] = (
         "INSERT INTO tenant_migrations (tenant_id, migration_type, from_state, to_state) "
         "VALUES ('{tenant}', 'to_dedicated', '{{}}', '{{}}')",
         "the migrator records migrations",
+    ),
+    Statement(
+        ("migrator",),
+        "platform",
+        "INSERT INTO placement_decisions (tenant_id, trigger, event_id, event_type, action, outcome, reason) "
+        "VALUES ('{tenant}', 'products', gen_random_uuid(), 'audit', 'move', 'queued', 'audit')",
+        "the migrator records its placement decisions",
     ),
     Statement(
         ALL,

@@ -3,7 +3,7 @@
     tenantctl dlq list TOPIC [--json]
     tenantctl dlq replay TOPIC [--event-id ID] [--json]
     tenantctl migrate TENANT_ID [--to dedicated|shared] [--wait] [--json]
-    tenantctl migrations list|show ID|cancel ID|cleanup ID [--json]
+    tenantctl migrations list|show ID|cancel ID|cleanup ID|decisions [--json]
     tenantctl tenants list [--json]
     tenantctl placement plan [--tenant ID ...] [--changes] [--apply] [--json]
 

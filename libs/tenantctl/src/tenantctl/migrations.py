@@ -6,6 +6,7 @@ tenancy's HTTP APIs for on-call engineers.
     tenantctl migrations show ID [--json]
     tenantctl migrations cancel ID [--json]
     tenantctl migrations cleanup ID [--json]
+    tenantctl migrations decisions [--tenant ID] [--trigger T] [--outcome O] [--json]
     tenantctl tenants list [--type shared|dedicated] [--json]
 
 `--wait` follows the move until it ends (phase, rows copied, percent, lag, rows/s; a live display on a
@@ -91,10 +92,23 @@ def summary(migration: dict[str, Any]) -> dict[str, Any]:
 def _line(migration: dict[str, Any]) -> str:
     s = summary(migration)
     error = f"  error={migration['error_message']}" if migration.get("error_message") else ""
+    # Why it was asked for: the automatic placement's trigger (with its try and not-before), or by hand.
+    trigger = migration.get("trigger")
+    why = f"trigger={trigger}#{migration.get('attempt', 1)}" if trigger else "trigger=manual"
+    if migration.get("not_before") and migration["status"] == "pending":
+        why += f"  not_before={migration['not_before']}"
     return (
         f"{migration['id']}  tenant={migration['tenant_id']}  {migration['migration_type']}  "
         f"{s['status']}/{s['phase']}  copied={s['rows_copied']}/{s['rows_total']} ({s['percent']}%)  "
-        f"lag={s['lag'] if s['lag'] is not None else '-'}{error}"
+        f"lag={s['lag'] if s['lag'] is not None else '-'}  {why}{error}"
+    )
+
+
+def _decision_line(decision: dict[str, Any]) -> str:
+    migration = f"  migration={decision['migration_id']}" if decision.get("migration_id") else ""
+    return (
+        f"{decision['created_at']}  tenant={decision['tenant_id']}  {decision['trigger']}  "
+        f"{decision['action']}->{decision['outcome']}{migration}  {decision['reason']}"
     )
 
 
@@ -189,6 +203,39 @@ def list_(
     for item in items:
         typer.echo(_line(item))
     typer.echo(f"{len(items)} migration(s)")
+
+
+@migrations_app.command("decisions")
+def decisions(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's.")] = None,
+    trigger: Annotated[
+        str | None, typer.Option("--trigger", help="products, plan_enterprise, compliance_isolation, ...")
+    ] = None,
+    outcome: Annotated[
+        str | None, typer.Option("--outcome", help="queued, skipped, recommended, alerted")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """The automatic placement's decisions, newest first (every page): each trigger seen, what the
+    decision matrix made of it and why, the migration it queued."""
+    migrator = _urls().migrator_url
+    params: dict[str, Any] = {"limit": 200}
+    for key, value in (("tenant_id", tenant), ("trigger", trigger), ("outcome", outcome)):
+        if value:
+            params[key] = value
+    items: list[dict[str, Any]] = []
+    while True:
+        page = _do("GET", f"{migrator}/v1/placement/decisions", params=params)
+        items += page["items"]
+        if not page["next_cursor"]:
+            break
+        params["cursor"] = page["next_cursor"]
+    if as_json:
+        emit_json({"count": len(items), "items": items})
+        return
+    for item in items:
+        typer.echo(_decision_line(item))
+    typer.echo(f"{len(items)} decision(s)")
 
 
 @migrations_app.command("show")

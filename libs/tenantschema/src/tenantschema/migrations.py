@@ -8,6 +8,7 @@ the migrator), never from an ini file. `app_role` is the runtime role that the r
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -25,6 +26,10 @@ HISTORIES: tuple[History, ...] = get_args(History)
 DEFAULT_APP_ROLE = "app_user"
 
 _ALEMBIC_DIR = Path(__file__).parent / "alembic"
+# Alembic keeps the running environment in a module global (`alembic.context`): two histories run at
+# once in two threads (two dedicated databases provisioned together) would share it, and one would
+# run in the other's context and event loop. One at a time per process.
+_ALEMBIC_RUN = threading.Lock()
 
 
 def alembic_config(url: str, history: History, *, app_role: str = DEFAULT_APP_ROLE) -> Config:
@@ -39,13 +44,15 @@ def alembic_config(url: str, history: History, *, app_role: str = DEFAULT_APP_RO
 
 def upgrade(url: str, history: History, revision: str = "head", *, app_role: str = DEFAULT_APP_ROLE) -> None:
     """Upgrade the database at `url` to `revision` (blocking; see `upgrade_async` inside a loop)."""
-    command.upgrade(alembic_config(url, history, app_role=app_role), revision)
+    with _ALEMBIC_RUN:
+        command.upgrade(alembic_config(url, history, app_role=app_role), revision)
 
 
 def downgrade(
     url: str, history: History, revision: str = "base", *, app_role: str = DEFAULT_APP_ROLE
 ) -> None:
-    command.downgrade(alembic_config(url, history, app_role=app_role), revision)
+    with _ALEMBIC_RUN:
+        command.downgrade(alembic_config(url, history, app_role=app_role), revision)
 
 
 async def upgrade_async(

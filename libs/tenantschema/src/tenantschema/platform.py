@@ -143,6 +143,14 @@ tenant_migrations = Table(
     Column("reason", Text),
     Column("progress", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("cutover_attempts", Integer, nullable=False, server_default=text("0")),
+    # platform_0008_placement: the scheduling of automatic moves. `trigger` names what asked for the
+    # move (NULL: a manual request, started at once); automatic ones wait for a slot under the
+    # concurrency limit, highest `priority` first, never before `not_before` (a retry's backoff, a
+    # cool-down); `attempt` counts the tries of the same trigger.
+    Column("trigger", String(40)),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("not_before", DateTime(timezone=True)),
+    Column("attempt", Integer, nullable=False, server_default=text("1")),
     CheckConstraint(_in("status", MIGRATION_STATUSES), name="tenant_migrations_status_check"),
     Index("idx_migrations_tenant_id", "tenant_id", text("started_at DESC")),
     Index(

@@ -12,7 +12,10 @@ from servicekit.pagination import Cursor, Limit
 from sqlalchemy import Row
 
 from migrator import placement
+from migrator.placement_usecases import PlacementService
 from migrator.schemas import (
+    DecisionOut,
+    DecisionPage,
     MigrationCreate,
     MigrationOut,
     MigrationPage,
@@ -23,6 +26,7 @@ from migrator.schemas import (
     PlacementPlanOut,
     PlacementTotals,
 )
+from migrator.triggers import TriggerName
 from migrator.usecases import MigratorService, PlacementAdvisor
 
 MAX_PLAN_TENANTS: Final = 500
@@ -61,6 +65,27 @@ async def list_migrations(
     return MigrationPage(items=[_out(r) for r in page.items], next_cursor=page.next_cursor)
 
 
+@router.get("/placement/decisions")
+async def list_placement_decisions(
+    request: Request,
+    tenant_id: uuid.UUID | None = None,
+    trigger: TriggerName | None = None,
+    outcome: Literal["queued", "skipped", "recommended", "alerted"] | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> DecisionPage:
+    """The automatic placement's decisions, newest first: every trigger seen, what the decision
+    matrix made of it (moved, queued, skipped and why), the migration it queued."""
+    placement: PlacementService = request.app.state.placement
+    page = await placement.find(
+        tenant_id=tenant_id, trigger=trigger, outcome=outcome, cursor=cursor, limit=limit
+    )
+    return DecisionPage(
+        items=[DecisionOut.model_validate(r._mapping, from_attributes=False) for r in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
 @router.post("/migrations/{migration_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
 async def cancel_migration(migration_id: uuid.UUID, request: Request) -> MigrationOut:
     return _out(await service(request).cancel(migration_id))
@@ -75,7 +100,7 @@ async def cleanup_migration(migration_id: uuid.UUID, request: Request) -> Migrat
 
 
 def _advisor(request: Request) -> PlacementAdvisor:
-    advisor: PlacementAdvisor = request.app.state.placement
+    advisor: PlacementAdvisor = request.app.state.advisor
     return advisor
 
 

@@ -11,6 +11,7 @@ from servicekit.platform import PlatformDB
 
 import migrator
 from migrator import api, consumers
+from migrator.placement_usecases import PlacementService
 from migrator.provisioner import SqlProvisioner
 from migrator.runner import Runner
 from migrator.settings import MigratorSettings, get_settings
@@ -23,6 +24,7 @@ def create_app(settings: MigratorSettings | None = None, *, freeze_gc: bool = Fa
     settings = settings or get_settings()
     runners: list[Runner] = []
     advisors: list[PlacementAdvisor] = []
+    placements: list[PlacementService] = []  # the API's view of the decisions (same pool)
 
     def usecases(db: PlatformDB) -> MigratorService:
         service = MigratorService(db)
@@ -38,10 +40,11 @@ def create_app(settings: MigratorSettings | None = None, *, freeze_gc: bool = Fa
                 costs=settings.placement_costs(),
             )
         )
+        placements.append(PlacementService(db, settings))
         return service
 
     def register(broker: KafkaBroker, service: PlatformService[MigratorSettings, MigratorService]) -> None:
-        consumers.register(broker, service)
+        consumers.register(broker, service, wake=runners[0].wake)
         if settings.migrator_runner_enabled:  # started with the app, stopped before its relay
             service.background.append(runners[0])
 
@@ -67,5 +70,6 @@ def create_app(settings: MigratorSettings | None = None, *, freeze_gc: bool = Fa
         freeze_gc=freeze_gc,
     )
     app.state.runner = runners[0]
-    app.state.placement = advisors[0]  # GET /v1/placement/plan
+    app.state.placement = placements[0]  # GET /v1/placement/decisions
+    app.state.advisor = advisors[0]  # GET /v1/placement/plan
     return app

@@ -41,7 +41,7 @@ from tenantdb.placement import dedicated_database_name
 from tenantschema.tables import TENANT_TABLES
 from tenantschema.urls import libpq_url, with_database
 
-from migrator import domain, metrics, moves, repository
+from migrator import domain, metrics, moves, placement_repository, placement_usecases, repository, triggers
 from migrator.domain import Direction, ObjectNames
 from migrator.moves import ZERO_ID, Endpoint
 from migrator.provisioner import Provisioner
@@ -133,8 +133,9 @@ class Runner:
             log.exception("reconciliation failed; retried at the next start")
         while True:
             try:
+                await self.schedule()
                 async with self.db.unit_of_work(readonly=True) as uow:
-                    active = await repository.active_migration_ids(uow.connection)
+                    active = await placement_repository.runnable_migration_ids(uow.connection)
                 for migration_id in active:
                     if migration_id not in self._running:
                         await self._try_start(migration_id)
@@ -145,6 +146,29 @@ class Runner:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.migrator_poll_interval_seconds)
+
+    async def schedule(self) -> list[uuid.UUID]:
+        """Queued automatic moves given the free slots (triggers.to_start), marked in progress in one
+        transaction under the scheduler's lock, so replicas never overfill the limit together."""
+        now = datetime.now(UTC)
+        async with self.db.unit_of_work() as uow:
+            queued = await placement_repository.queued_moves(uow.connection)
+            if not queued:
+                return []
+            await placement_repository.lock_scheduler(uow.connection)
+            queued = await placement_repository.queued_moves(uow.connection)  # as of the lock
+            chosen = triggers.to_start(
+                queued,
+                running=await placement_repository.running_moves(uow.connection),
+                limit=self.settings.placement_max_concurrent_moves,
+                now=now,
+                hours=self.settings.allowed_hours,
+            )
+            await placement_repository.mark_started(uow.connection, chosen, time.time())
+            await uow.commit()
+        for migration_id in chosen:
+            log.info("queued move started", migration_id=str(migration_id))
+        return chosen
 
     async def _try_start(self, migration_id: uuid.UUID) -> None:
         lock = await asyncpg.connect(
@@ -802,10 +826,18 @@ class Move:
             finally:
                 await writer.close()
         event = "migration.cancelled" if status == "cancelled" else "migration.failed"
-        await self.save(
-            {"status": status, "error_message": error_message, "completed_at": func.now()},
-            progress={"rolled_back_at": time.time()},
-            event=event,
-        )
+        async with self.db.unit_of_work() as uow:
+            row = await repository.update_migration(
+                uow.connection,
+                self.id,
+                {"status": status, "error_message": error_message, "completed_at": func.now()},
+                progress={"rolled_back_at": time.time()},
+            )
+            await record(uow.connection, topics.MIGRATIONS, domain.migration_event(event, row))
+            if status == "failed" and row.trigger is not None:
+                # An automatic move's retry (or, after the last attempt, an alert), with the failure.
+                await placement_usecases.queue_retry(uow.connection, row, self.settings, datetime.now(UTC))
+            await uow.commit()
+        self.row = row
         metrics.MIGRATIONS.labels(status).inc()
         self.log.warning("migration rolled back", status=status, error=error_message)

@@ -32,6 +32,12 @@ class MigrationOut(BaseModel):
     from_state: dict[str, Any]
     to_state: dict[str, Any]
     reason: str | None
+    # The automatic placement's scheduling: the trigger (None: asked for by hand), its priority, not
+    # before when (a retry's backoff, a cool-down), the how-manieth try of the trigger.
+    trigger: str | None
+    priority: int
+    not_before: datetime | None
+    attempt: int
     progress: dict[str, Any]
     cutover_attempts: int
     started_at: datetime
@@ -130,3 +136,24 @@ class PlacementApplyOut(PlacementPlanOut):
     """The plan as it was applied, and what asking for each of its moves gave."""
 
     applied: list[PlacementApplied]
+
+
+class DecisionOut(BaseModel):
+    """One decision of the automatic placement on a trigger (placement_decisions)."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    trigger: str
+    event_id: uuid.UUID
+    event_type: str
+    action: Literal["move", "recommend", "alert"]
+    outcome: Literal["queued", "skipped", "recommended", "alerted"]
+    reason: str
+    priority: int
+    migration_id: uuid.UUID | None
+    created_at: datetime
+
+
+class DecisionPage(BaseModel):
+    items: list[DecisionOut]
+    next_cursor: str | None

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 from functools import lru_cache
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from servicekit.settings import ServiceSettings
 
-from migrator import placement
+from migrator import placement, triggers
 
 
 class PlacementSettings(ServiceSettings):
@@ -81,6 +82,30 @@ class MigratorSettings(PlacementSettings):
     # would be harmless too: each migration is run under a platform advisory lock).
     migrator_runner_enabled: bool = True
     migrator_poll_interval_seconds: float = Field(0.5, gt=0)
+
+    # ---- automatic placement (triggers.py; README.md "Automatic placement") ----
+    # Off: no trigger is consumed (the stack's own migrator under `make test`, so tests' threshold
+    # events move nobody behind the tests' backs); queued moves still run.
+    placement_auto_enabled: bool = True
+    # The consumer groups of the trigger topics (`<id>.thresholds`, `<id>.tenants`), and where a
+    # new group starts: "earliest" (a first deployment acts on crossings it has not seen; event ids
+    # already decided are not decided again).
+    placement_group_id: str = "migrator.placement"
+    placement_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # The decision matrix: overrides of triggers.DEFAULT_MATRIX, as JSON:
+    # PLACEMENT_MATRIX='{"plan_max_products": {"action": "recommend"}, "products": {"priority": 150}}'
+    placement_matrix: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Automatic moves running at once (manual requests start at once but take a slot; a move waiting
+    # for its cleanup does not); optional UTC window "22:00-06:00" outside which queued moves wait
+    # (compliance does not); retry after a failed automatic move: backoff base * 2^(attempt-1),
+    # capped, at most max attempts; cool-down after a completed move before the tenant moves again.
+    placement_max_concurrent_moves: int = Field(1, ge=1)
+    placement_allowed_hours: str | None = None
+    placement_retry_backoff_seconds: float = Field(300.0, ge=0)
+    placement_retry_backoff_max_seconds: float = Field(6 * 3600.0, ge=0)
+    placement_max_attempts: int = Field(5, ge=1)
+    placement_cool_down_seconds: float = Field(7 * 24 * 3600.0, ge=0)
+
     # Rows per COPY chunk (progress is recorded after each), per catch-up batch, per verify chunk.
     migrator_copy_chunk_rows: int = Field(20_000, ge=1)
     migrator_catch_up_batch_rows: int = Field(2000, ge=1)
@@ -97,6 +122,29 @@ class MigratorSettings(PlacementSettings):
     # The source is deleted no sooner than this after the flip: directory TTL (30 s) plus a margin,
     # since reads may follow a stale route until then (libs/tenantdb/README.md).
     migrator_cleanup_delay_seconds: float = Field(35.0, ge=0)
+
+    @field_validator("placement_matrix")
+    @classmethod
+    def _known_triggers(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        triggers.matrix(value)  # raises on an unknown trigger, action or key
+        return value
+
+    @field_validator("placement_allowed_hours")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            triggers.AllowedHours.parse(value)
+            return value
+        return None
+
+    @property
+    def decision_matrix(self) -> dict[str, triggers.Rule]:
+        return triggers.matrix(self.placement_matrix)
+
+    @property
+    def allowed_hours(self) -> triggers.AllowedHours | None:
+        window = self.placement_allowed_hours
+        return triggers.AllowedHours.parse(window) if window else None
 
 
 @lru_cache

@@ -22,11 +22,14 @@ from servicekit.errors import Conflict, DomainError, NotFound
 from servicekit.pagination import Keyset, Page, Timestamp, Uuid
 from servicekit.platform import PlatformDB
 from sqlalchemy import Row, func
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from migrator import domain, placement, repository
 from migrator.domain import Direction
 
 log = structlog.get_logger("migrator.usecases")
+
+PLAN_TRIGGER = "placement_plan"  # tenant_migrations.trigger of a move the advisor's --apply asked for
 
 NEWEST_MIGRATIONS: Keyset[Row[Any]] = Keyset(
     "migrations", (Timestamp(), Uuid()), lambda row: (row.started_at, row.id)
@@ -41,6 +44,48 @@ def _state(tenant: Row[Any]) -> dict[str, Any]:
     }
 
 
+async def queue_migration(
+    connection: AsyncConnection,
+    tenant_id: uuid.UUID,
+    *,
+    direction: Direction | None = None,
+    reason: str | None = None,
+    trigger: str | None = None,
+    priority: int = 0,
+    not_before: datetime | None = None,
+    attempt: int = 1,
+) -> Row[Any]:
+    """A pending migration and its migration.started event, on the caller's transaction (a placement
+    decision is recorded in the same one)."""
+    tenant = await repository.get_tenant(connection, tenant_id)
+    if tenant is None:
+        raise NotFound(f"tenant {tenant_id} does not exist", field="tenant_id")
+    domain.check_movable(tenant.status)
+    chosen = domain.direction_for(tenant.tenant_type, direction)
+    target = domain.target_variant(chosen)
+    try:
+        row = await repository.insert_migration(
+            connection,
+            {
+                "tenant_id": tenant_id,
+                "migration_type": domain.MIGRATION_TYPES[chosen],
+                "from_state": _state(tenant),
+                "to_state": {"tenant_type": target},
+                "status": "pending",
+                "phase": "provision",
+                "reason": reason,
+                "trigger": trigger,
+                "priority": priority,
+                "not_before": not_before,
+                "attempt": attempt,
+            },
+        )
+    except UniqueViolation:
+        raise Conflict(f"tenant {tenant_id} already has an active migration", field="tenant_id") from None
+    await record(connection, topics.MIGRATIONS, domain.migration_event("migration.started", row))
+    return row
+
+
 class MigratorService:
     def __init__(self, db: PlatformDB) -> None:
         self._db = db
@@ -51,34 +96,26 @@ class MigratorService:
         self._wake = wake
 
     async def request_migration(
-        self, tenant_id: uuid.UUID, *, direction: Direction | None = None, reason: str | None = None
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        direction: Direction | None = None,
+        reason: str | None = None,
+        trigger: str | None = None,
+        priority: int = 0,
     ) -> Row[Any]:
-        """Ask for a move; at most one active per tenant (the database refuses a second: Conflict)."""
+        """Ask for a move; at most one active per tenant (the database refuses a second: Conflict).
+        With a `trigger` (the automatic placement, the advisor's `--apply`) the move is queued for the
+        scheduler (concurrency limit, priority, allowed hours); without, it starts at once."""
         async with self._db.unit_of_work() as uow:
-            tenant = await repository.get_tenant(uow.connection, tenant_id)
-            if tenant is None:
-                raise NotFound(f"tenant {tenant_id} does not exist", field="tenant_id")
-            domain.check_movable(tenant.status)
-            chosen = domain.direction_for(tenant.tenant_type, direction)
-            target = domain.target_variant(chosen)
-            try:
-                row = await repository.insert_migration(
-                    uow.connection,
-                    {
-                        "tenant_id": tenant_id,
-                        "migration_type": domain.MIGRATION_TYPES[chosen],
-                        "from_state": _state(tenant),
-                        "to_state": {"tenant_type": target},
-                        "status": "pending",
-                        "phase": "provision",
-                        "reason": reason,
-                    },
-                )
-            except UniqueViolation:
-                raise Conflict(
-                    f"tenant {tenant_id} already has an active migration", field="tenant_id"
-                ) from None
-            await record(uow.connection, topics.MIGRATIONS, domain.migration_event("migration.started", row))
+            row = await queue_migration(
+                uow.connection,
+                tenant_id,
+                direction=direction,
+                reason=reason,
+                trigger=trigger,
+                priority=priority,
+            )
             await uow.commit()
         self._wake()
         return row
@@ -216,7 +253,11 @@ class PlacementAdvisor:
                 f"placement plan {plan.generated_on.isoformat()}: {item.verdict.rule}: {item.verdict.reason}"
             )
             try:
-                row = await self._migrator.request_migration(tenant_id, direction=direction, reason=reason)
+                # Queued for the scheduler like the automatic placement's moves (concurrency limit,
+                # allowed hours, retry backoff), below every trigger's priority.
+                row = await self._migrator.request_migration(
+                    tenant_id, direction=direction, reason=reason, trigger=PLAN_TRIGGER, priority=0
+                )
             except Conflict as conflict:
                 moving = conflict.extra.get("field") == "tenant_id"
                 result: Literal["already_moving", "refused"] = "already_moving" if moving else "refused"

@@ -2,7 +2,7 @@
 are deduplicated by the highest sequence applied per (counter, tenant) instead of a row per event.
 
 Revision ID: platform_0010_usage_marks
-Revises: platform_0007_relay_release
+Revises: platform_0008_placement
 Create Date: 2026-12-01
 """
 
@@ -13,7 +13,7 @@ from tenantschema import roles, usage
 from tenantschema.render import quote_ident
 
 revision: str = "platform_0010_usage_marks"
-down_revision: str | None = "platform_0007_relay_release"
+down_revision: str | None = "platform_0008_placement"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
