@@ -224,6 +224,9 @@ def _usage(stack_env: dict[str, str]) -> FuzzTarget:
     return FuzzTarget(create_usage(settings), seed=seed)
 
 
+PLAN_OPERATIONS = frozenset({"GET /v1/placement/plan", "POST /v1/placement/plan/apply"})
+
+
 def _migrator(stack_env: dict[str, str]) -> FuzzTarget:
     # Its runner off: the fuzz is about the API; what it asks for stays pending and is cancelled after.
     settings = migrator_settings(stack_env, migrator_runner_enabled=False)
@@ -242,6 +245,11 @@ def _migrator(stack_env: dict[str, str]) -> FuzzTarget:
         def prepare(case: Any) -> None:
             _point_at(case, resources)
             _replace_ids(case, {"tenant_id": str(tenant_id)})
+            if case.operation.label in PLAN_OPERATIONS:
+                # Without tenant_id the plan is the whole fleet's, and its apply would queue moves of
+                # every other test's tenants: kept to the fuzz's own tenant.
+                query = case.query if isinstance(case.query, dict) else {}
+                case.query = {**query, "tenant_id": [str(tenant_id)]}
 
         return prepare
 

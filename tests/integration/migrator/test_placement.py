@@ -281,6 +281,8 @@ def _process_env(stack_env: dict[str, str], **extra: str) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "MIGRATOR_CLEANUP_DELAY_SECONDS": "0.5",
         "MIGRATOR_POLL_INTERVAL_SECONDS": "0.2",
+        # Only the moves these tests ask for: no trigger event of another test's tenants.
+        "PLACEMENT_AUTO_ENABLED": "false",
         **extra,
     }
 

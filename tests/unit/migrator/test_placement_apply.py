@@ -21,8 +21,15 @@ class FakeMigrator:
         self.asked: list[tuple[uuid.UUID, str | None, str | None]] = []
 
     async def request_migration(
-        self, tenant_id: uuid.UUID, *, direction: str | None = None, reason: str | None = None
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        direction: str | None = None,
+        reason: str | None = None,
+        trigger: str | None = None,
+        priority: int = 0,
     ) -> Any:
+        assert trigger == "placement_plan"  # queued for the scheduler, not started at once
         self.asked.append((tenant_id, direction, reason))
         if tenant_id in self.refusals:
             raise self.refusals[tenant_id]
