@@ -34,6 +34,11 @@ from tests.support.kafka import watch
 from tests.support.processes import free_port
 
 SEEDED_PRODUCTS = 30
+READ_MODEL = ("order_products", "processed_events")  # written by orders' consumer, not by this test
+
+
+def _without(checksums: dict[str, object], tables: tuple[str, ...]) -> dict[str, object]:
+    return {table: value for table, value in checksums.items() if table not in tables}
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +195,13 @@ async def test_a_tenant_moves_to_another_server_under_traffic_and_back(
         assert back.status_code == 202, back.text
         returned = await wait_for(migrator, back.json()["id"], {"completed", "failed", "cancelled"})
         assert returned["status"] == "completed", returned
-    assert await checksums(stack_env, tenant_id, "shared") == moved
+    # The tables the tenant's own writes made are back exactly. orders' read model of catalog's events
+    # may only have grown meanwhile (the stack's orders, when it runs, applies the product events
+    # written above once the tenant is back where its routes reach).
+    returned_rows = await checksums(stack_env, tenant_id, "shared")
+    assert _without(returned_rows, READ_MODEL) == _without(moved, READ_MODEL)
+    for table in READ_MODEL:
+        assert returned_rows[table][0] >= moved[table][0]  # type: ignore[index]
     assert database not in await _databases(other_server["DEDICATED_ADMIN_DATABASE_URL"])
     assert (await directory(stack_env, tenant_id))["tenant_type"] == "shared"
     for product_id in traffic.created[:: max(1, len(traffic.created) // 10)]:
