@@ -176,8 +176,10 @@ _PLACEMENT_FACTS = text(
     ),
     moves AS (
         SELECT g.tenant_id,
-               max((g.completed_at AT TIME ZONE 'UTC')::date) FILTER (WHERE g.status = 'completed')
-                   AS placed_on,
+               -- Arrived: a completed move, or one flipped and waiting for its cleanup.
+               max((coalesce(g.completed_at, g.updated_at) AT TIME ZONE 'UTC')::date) FILTER (
+                   WHERE g.status = 'completed' OR (g.status = 'in_progress' AND g.phase = 'cleanup')
+               ) AS placed_on,
                (array_agg(g.id) FILTER (WHERE g.status IN ('pending', 'in_progress')))[1]
                    AS active_migration_id
         FROM scope AS s JOIN tenant_migrations AS g ON g.tenant_id = s.id
