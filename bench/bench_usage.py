@@ -34,8 +34,8 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from events.thresholds import Triggers
 from servicekit.platform import PlatformDB
-from usage.domain import Triggers
 from usage.ingest import AggregatingConsumer, Fetched
 from usage.usecases import UsageService
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from events.failures import InvalidEvent
+from events.thresholds import Triggers
 from usage import domain
-from usage.domain import LevelState, LevelTracker, PlanLimits, Triggers
+from usage.domain import LevelState, LevelTracker, PlanLimits
 
 
 def _raw(event_type: str, data: dict[str, Any], **extra: Any) -> bytes:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import SecretStr, field_validator
+from events.thresholds import Triggers
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from tenantdb import TenantDBSettings
@@ -72,3 +73,20 @@ class ServiceSettings(BaseSettings):
         }
         # Unset ones are left to TenantDBSettings, which reads the environment for them.
         return TenantDBSettings(**({k: v for k, v in values.items() if v is not None} | overrides))
+
+
+class TriggerSettings(ServiceSettings):
+    """ServiceSettings plus the migration triggers (CONTRACT.md §4 defaults), for the services that
+    act on them (usage decides the crossings, the migrator's advisor plans with them): the same
+    environment variables configure both."""
+
+    trigger_products: int = Field(default=10_000, ge=1)
+    trigger_requests_per_month: int = Field(default=100_000, ge=1)
+    trigger_storage_gb: float = Field(default=10.0, gt=0)
+
+    def migration_triggers(self) -> Triggers:
+        return Triggers(
+            products=self.trigger_products,
+            requests_per_month=self.trigger_requests_per_month,
+            storage_gb=self.trigger_storage_gb,
+        )

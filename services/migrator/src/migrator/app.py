@@ -35,7 +35,7 @@ def create_app(settings: MigratorSettings | None = None, *, freeze_gc: bool = Fa
             PlacementAdvisor(
                 db,
                 service,
-                triggers=settings.placement_triggers(),
+                triggers=settings.migration_triggers(),
                 policy=settings.placement_policy(),
                 costs=settings.placement_costs(),
             )

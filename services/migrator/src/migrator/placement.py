@@ -35,6 +35,9 @@ from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final, Literal
 
+from events import thresholds
+from events.thresholds import Triggers as Triggers  # the advisor's levels: the migration triggers
+
 Variant = Literal["shared", "dedicated"]
 Action = Literal["promote", "demote", "stay"]
 
@@ -42,24 +45,15 @@ CENT: Final = Decimal("0.01")
 ROLLING_REQUEST_DAYS: Final = 30  # the request trigger is monthly: its rolling twin spans 30 days
 
 # The rules, as the `rule` of a recommendation (stable names; `reason` is the sentence).
-COMPLIANCE: Final = "compliance_isolation"
-ENTERPRISE: Final = "plan_enterprise"
-PRODUCTS: Final = "products"
-REQUESTS: Final = "requests_per_month"
-STORAGE: Final = "storage_gb"
+COMPLIANCE: Final = thresholds.COMPLIANCE_ISOLATION
+ENTERPRISE: Final = thresholds.PLAN_ENTERPRISE
+PRODUCTS: Final = thresholds.PRODUCTS
+REQUESTS: Final = thresholds.REQUESTS_PER_MONTH
+STORAGE: Final = thresholds.STORAGE_GB
 BELOW_TRIGGERS: Final = "below_triggers"  # shared, stays
 IDLE: Final = "idle"  # dedicated, demoted
 HYSTERESIS: Final = "hysteresis"  # dedicated, below the triggers but not below the fraction
 RECENTLY_ACTIVE: Final = "recently_active"  # dedicated, quiet for fewer than N days
-
-
-@dataclass(frozen=True)
-class Triggers:
-    """The migration triggers (usage's settings of the same names)."""
-
-    products: int = 10_000
-    requests_per_month: int = 100_000
-    storage_gb: float = 10.0
 
 
 @dataclass(frozen=True)

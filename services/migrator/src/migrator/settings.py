@@ -20,18 +20,15 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from servicekit.settings import ServiceSettings
+from servicekit.settings import TriggerSettings
 
 from migrator import placement, triggers
 
 
-class PlacementSettings(ServiceSettings):
-    """The placement advisor (`GET /v1/placement/plan`; migrator/placement.py says how each is used).
-    The triggers have usage's field names, so the same environment variables configure both."""
+class PlacementSettings(TriggerSettings):
+    """The placement advisor (`GET /v1/placement/plan`; migrator/placement.py says how each is used);
+    its levels are the migration triggers, configured by the same variables as usage's."""
 
-    trigger_products: int = Field(default=10_000, ge=1)
-    trigger_requests_per_month: int = Field(default=100_000, ge=1)
-    trigger_storage_gb: float = Field(default=10.0, gt=0)
     # The seed's "Cost-Benefit Analysis": one shared instance ($200 a month) for 95 tenants, $50 a
     # month per dedicated database; the overhead prices the connections each dedicated database adds.
     placement_shared_instance_monthly_cost: Decimal = Field(default=Decimal("200"), ge=0, decimal_places=2)
@@ -42,13 +39,6 @@ class PlacementSettings(ServiceSettings):
     # Demote only after this many days below this fraction of every trigger (the hysteresis).
     placement_demote_after_days: int = Field(default=30, ge=1, le=365)
     placement_demote_below_fraction: float = Field(default=0.5, gt=0, le=1)
-
-    def placement_triggers(self) -> placement.Triggers:
-        return placement.Triggers(
-            products=self.trigger_products,
-            requests_per_month=self.trigger_requests_per_month,
-            storage_gb=self.trigger_storage_gb,
-        )
 
     def placement_policy(self) -> placement.DemotePolicy:
         return placement.DemotePolicy(

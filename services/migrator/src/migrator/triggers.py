@@ -18,6 +18,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
 from typing import Any, Final, Literal, get_args
 
+from events.thresholds import (
+    COMPLIANCE_ISOLATION,
+    PLAN_ENTERPRISE,
+    PLAN_MAX_PRODUCTS,
+    PLAN_MAX_REQUESTS,
+    PLAN_MAX_STORAGE_GB,
+    PRODUCTS,
+    REQUESTS_PER_MONTH,
+    STORAGE_GB,
+)
+
 Action = Literal["move", "recommend", "alert"]
 TriggerName = Literal[
     "compliance_isolation",
@@ -31,15 +42,7 @@ TriggerName = Literal[
 ]
 Outcome = Literal["queued", "skipped", "recommended", "alerted"]
 
-# Trigger names: the metrics of tenant.threshold_crossed (services/usage/src/usage/domain.py).
-PRODUCTS: Final = "products"
-REQUESTS_PER_MONTH: Final = "requests_per_month"
-STORAGE_GB: Final = "storage_gb"
-PLAN_ENTERPRISE: Final = "plan_enterprise"
-COMPLIANCE_ISOLATION: Final = "compliance_isolation"
-PLAN_MAX_PRODUCTS: Final = "plan_max_products"
-PLAN_MAX_REQUESTS: Final = "plan_max_requests_per_month"
-PLAN_MAX_STORAGE_GB: Final = "plan_max_storage_gb"
+# Trigger names: the metrics of tenant.threshold_crossed (events.thresholds).
 TRIGGERS: Final[tuple[str, ...]] = get_args(TriggerName)
 # Compliance is a legal requirement: it starts outside the allowed hours and inside a cool-down.
 URGENT_TRIGGERS: Final = frozenset({COMPLIANCE_ISOLATION})

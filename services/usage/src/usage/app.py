@@ -23,7 +23,7 @@ def create_app(
 ) -> FastAPI:
     """`clock`: what "now" is for month rollover and the current month (tests move it)."""
     settings = settings or get_settings()
-    triggers = settings.triggers()
+    triggers = settings.migration_triggers()
 
     def usecases(db: PlatformDB) -> UsageService:
         return UsageService(db, triggers=triggers, clock=clock)

@@ -24,6 +24,17 @@ from typing import Any, Final
 import orjson
 from events.envelope import Envelope
 from events.failures import InvalidEvent
+from events.thresholds import (
+    COMPLIANCE_ISOLATION,
+    PLAN_ENTERPRISE,
+    PLAN_MAX_PRODUCTS,
+    PLAN_MAX_REQUESTS,
+    PLAN_MAX_STORAGE_GB,
+    PRODUCTS,
+    REQUESTS_PER_MONTH,
+    STORAGE_GB,
+    Triggers,
+)
 
 Clock = Callable[[], datetime]
 
@@ -37,16 +48,8 @@ COUNTED: Final = frozenset({REQUESTS_COUNTED, PRODUCT_CREATED, PRODUCT_DELETED, 
 
 INT32_MAX: Final = 2**31 - 1  # tenants' and tenant_usage_metrics' integer columns saturate here
 
-# Metrics of tenant.threshold_crossed. Migration triggers:
-PRODUCTS: Final = "products"
-REQUESTS_PER_MONTH: Final = "requests_per_month"
-STORAGE_GB: Final = "storage_gb"
-PLAN_ENTERPRISE: Final = "plan_enterprise"
-COMPLIANCE_ISOLATION: Final = "compliance_isolation"
-# The plans' soft limits (subscription_plans.limits), distinct metrics:
-PLAN_MAX_PRODUCTS: Final = "plan_max_products"
-PLAN_MAX_REQUESTS: Final = "plan_max_requests_per_month"
-PLAN_MAX_STORAGE_GB: Final = "plan_max_storage_gb"
+# Metrics of tenant.threshold_crossed (events.thresholds: the migration triggers, then the plans'
+# soft limits as distinct metrics).
 LEVEL_METRICS: Final = (
     PRODUCTS,
     STORAGE_GB,
@@ -345,15 +348,6 @@ def aggregate(events: Iterable[Counted]) -> Aggregate:
 
 
 # Thresholds ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Triggers:
-    """The migration triggers (CONTRACT.md §4 defaults; settings make them configurable)."""
-
-    products: int = 10_000
-    requests_per_month: int = 100_000
-    storage_gb: float = 10.0
 
 
 @dataclass(frozen=True)

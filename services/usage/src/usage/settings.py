@@ -6,12 +6,10 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pydantic import Field
-from servicekit.settings import ServiceSettings
-
-from usage.domain import Triggers
+from servicekit.settings import TriggerSettings
 
 
-class UsageSettings(ServiceSettings):
+class UsageSettings(TriggerSettings):
     service_name: str = "usage"
     port: int = 8104
     # The consumer group whose offsets usage stores with its counts (usage_offsets).
@@ -20,22 +18,11 @@ class UsageSettings(ServiceSettings):
     usage_batch_max_records: int = Field(default=5000, ge=1, le=100_000)
     # How long the broker may wait to fill a fetch: a batch's latency floor when traffic is low.
     usage_fetch_wait_ms: int = Field(default=100, ge=0, le=10_000)
-    # Migration triggers (CONTRACT.md §4 defaults).
-    trigger_products: int = Field(default=10_000, ge=1)
-    trigger_requests_per_month: int = Field(default=100_000, ge=1)
-    trigger_storage_gb: float = Field(default=10.0, gt=0)
     # Reconciliation of product_count and storage through tenantdb; a round walks every tenant.
     reconcile_interval_seconds: float = Field(default=300.0, gt=0)
     reconcile_enabled: bool = True
     # Event ids are remembered this long for deduplication (usage_seen_events).
     dedup_retention_days: int = Field(default=35, ge=1)
-
-    def triggers(self) -> Triggers:
-        return Triggers(
-            products=self.trigger_products,
-            requests_per_month=self.trigger_requests_per_month,
-            storage_gb=self.trigger_storage_gb,
-        )
 
 
 @lru_cache

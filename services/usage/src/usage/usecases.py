@@ -24,11 +24,12 @@ from typing import Any
 import structlog
 from events import topics
 from events.outbox import record
+from events.thresholds import Triggers
 from servicekit.errors import NotFound
 from servicekit.platform import PlatformDB
 
 from usage import domain, repository
-from usage.domain import Clock, Counted, Crossing, Decisions, LevelTracker, PlanLimits, Triggers
+from usage.domain import Clock, Counted, Crossing, Decisions, LevelTracker, PlanLimits
 from usage.metrics import THRESHOLDS_EMITTED
 from usage.repository import Partition
 
