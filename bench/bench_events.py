@@ -181,6 +181,7 @@ async def _offer(send: Callable[[Envelope], Awaitable[float]], tenants: list[uui
     total = int(RATE * LATENCY_SECONDS)
     sent: dict[str, float] = {}
     late = 0
+    envelopes = [_envelope(tenants[k % TENANTS], k) for k in range(total)]  # made before the clock starts
     started = time.perf_counter()
 
     async def worker(w: int) -> None:
@@ -192,7 +193,7 @@ async def _offer(send: Callable[[Envelope], Awaitable[float]], tenants: list[uui
                 await asyncio.sleep(delay)
             elif delay < -0.05:
                 late += 1
-            envelope = _envelope(tenants[k % TENANTS], k)
+            envelope = envelopes[k]
             sent[str(envelope.event_id)] = await send(envelope)
 
     await asyncio.gather(*(worker(w) for w in range(LATENCY_COMMITTERS)))
@@ -210,29 +211,35 @@ async def _commit_steadily(owner_url: str, tenants: list[uuid.UUID]) -> _Offered
     """The load generator: events.outbox.record's statement on raw asyncpg, one autocommitted statement
     per event, synchronous_commit off for these sessions only (the relays' own commits stay
     synchronous). Through SQLAlchemy with synchronous commits this machine offers only ~250 commits/s:
-    the generator, not the relay."""
-    committers = await asyncpg.create_pool(
-        owner_url,
-        min_size=LATENCY_COMMITTERS,
-        max_size=LATENCY_COMMITTERS,
-        server_settings={"synchronous_commit": "off"},
-    )
+    the generator, not the relay. Plain connections handed round a queue, not an asyncpg pool: the
+    pool's reset on release is a second round trip per event, and with it this process saturated."""
+    connections = [
+        await asyncpg.connect(owner_url, server_settings={"synchronous_commit": "off"})
+        for _ in range(LATENCY_COMMITTERS)
+    ]
+    idle: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
+    for connection in connections:
+        idle.put_nowait(connection)
     try:
 
         async def commit(envelope: Envelope) -> float:
-            await committers.execute(
-                _RECORD_SQL,
-                envelope.event_id,
-                envelope.tenant_id,
-                TOPIC,
-                envelope.event_type,
-                envelope.model_dump_json(),
-            )
+            connection = await idle.get()
+            try:
+                await connection.execute(
+                    _RECORD_SQL,
+                    envelope.event_id,
+                    envelope.tenant_id,
+                    TOPIC,
+                    envelope.event_type,
+                    envelope.model_dump_json(),
+                )
+            finally:
+                idle.put_nowait(connection)
             return time.perf_counter()
 
         return await _offer(commit, tenants)
     finally:
-        await committers.close()
+        await asyncio.gather(*(connection.close() for connection in connections))
 
 
 def _committer_process(owner_url: str, tenants: list[uuid.UUID], results: Any) -> None:

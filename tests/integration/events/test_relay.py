@@ -235,3 +235,22 @@ async def test_a_stopped_relay_gives_its_leases_back_so_its_successor_starts_at_
                     break
                 await asyncio.sleep(0.1)
     assert [r["state"] for r in await db.rows()] == ["published", "published"]
+
+
+async def test_an_idle_polled_source_is_claimed_from_within_idle_poll_not_the_sweep_interval(
+    outbox_database: MakeOutboxDatabase, kafka_bootstrap: str
+) -> None:
+    """Another process's commit does not wake this relay: after a quiet spell its polled source waits
+    at most `idle_poll` for the next claim. Before, the backoff grew to the sweep interval (1 s), the
+    whole of events.relay_latency_p99's tail when writes resumed."""
+    db = await outbox_database()
+    tenant = uuid.uuid4()
+    async with (
+        watch(kafka_bootstrap, RELAY_TEST_TOPIC) as seen,
+        relay_over(kafka_bootstrap, polled=[db], sweep_interval=60.0, idle_poll=0.05),
+    ):
+        first = await db.record(tenant)
+        await seen.wait_for(lambda m: m["event_id"] == first, timeout=10)
+        await asyncio.sleep(6.0)  # idle (a backoff doubling up to the sweep interval would be at ~5 s)
+        later = await db.record(tenant)  # committed elsewhere: no notify()
+        await seen.wait_for(lambda m: m["event_id"] == later, timeout=2.5)

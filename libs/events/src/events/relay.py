@@ -4,7 +4,8 @@ The protocol (leases per partition, lease-checked settling, per-tenant commit or
 libs/events/README.md; the SQL is tenantschema.outbox_ddl. In short, one relay per process drains:
 
 - its *polled* sources (the shared database for tenant services, the platform one for tenancy), again
-  and again while rows come (every `poll_min` seconds), backing off to `sweep_interval` when idle;
+  and again while rows come (`poll_min` after each drain), backing off to `idle_poll` when idle (what
+  the first event another process commits after a quiet spell may wait: an idle claim changes no lease);
 - a dedicated database when this process committed there (`notify(name)`), and once more shortly after
   when that found nothing (another relay held the partition at that moment);
 - leftovers: every `sweep_interval`, up to `leftover_batch` dedicated databases that no relay swept
@@ -133,7 +134,8 @@ class OutboxRelay:
         leftovers: LeftoverLister | None = None,
         batch_size: int = 500,
         sweep_interval: float = 1.0,
-        poll_min: float = 0.02,
+        poll_min: float = 0.005,
+        idle_poll: float = 0.05,
         leftover_batch: int = 4,
         leftover_interval: float = 30.0,
         recheck_delay: float = 0.25,
@@ -151,6 +153,7 @@ class OutboxRelay:
         self._batch = batch_size
         self._interval = sweep_interval
         self._poll_min = poll_min
+        self._idle_poll = idle_poll
         self._leftover_batch = leftover_batch
         self._leftover_interval = leftover_interval
         self._recheck_delay = recheck_delay
@@ -333,7 +336,7 @@ class OutboxRelay:
         now = time.monotonic()
         if name in self._polled:
             state.idle_polls = 0 if moved else min(state.idle_polls + 1, 30)
-            state.due = now + min(self._interval, self._poll_min * 2**state.idle_polls)
+            state.due = now + min(self._idle_poll, self._poll_min * 2**state.idle_polls)
         elif moved == 0 and state.recheck:
             state.recheck = False
             state.due = min(state.due, now + self._recheck_delay)

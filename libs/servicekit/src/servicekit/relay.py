@@ -67,6 +67,7 @@ def dedicated_relay_url(settings: ServiceSettings, relay_url: str, database: str
 def _relay_options(settings: ServiceSettings) -> dict[str, Any]:
     return {
         "sweep_interval": settings.outbox_sweep_interval_seconds,
+        "idle_poll": settings.outbox_idle_poll_seconds,
         "leftover_interval": settings.outbox_leftover_interval_seconds,
     }
 

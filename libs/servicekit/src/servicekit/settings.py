@@ -43,6 +43,10 @@ class ServiceSettings(BaseSettings):
     # A commit wakes the relay for its own database at once; every database is swept this often for
     # what a crashed process or another writer left behind.
     outbox_sweep_interval_seconds: float = 1.0
+    # The polled database (shared, or platform for tenancy) is claimed from at least this often when
+    # idle: what an event committed by another process waits at most after a quiet spell before its
+    # first claim (an idle claim only reads). Under load the relay claims again as soon as it settled.
+    outbox_idle_poll_seconds: float = 0.05
     # A dedicated database nobody committed to is swept for leftovers about this often, by one relay
     # of all (the platform database hands the round out).
     outbox_leftover_interval_seconds: float = 30.0
