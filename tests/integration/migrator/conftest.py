@@ -33,7 +33,7 @@ WAIT_SECONDS = 90.0
 
 
 @pytest.fixture(scope="package", autouse=True)
-def _stack_migrator_paused() -> Iterator[None]:
+def _stack_migrator_paused(stack_env: dict[str, str]) -> Iterator[None]:
     """The stack's own migrator (CI starts it) is paused while these tests run: its runner would race
     the tests' runners for their migrations (a crash test's move taken over by it)."""
     with stack_service_paused("migrator"):

@@ -27,7 +27,7 @@ WAIT_SECONDS = 120.0
 
 
 @pytest.fixture(scope="package", autouse=True)
-def _stack_services_paused() -> Iterator[None]:
+def _stack_services_paused(stack_env: dict[str, str]) -> Iterator[None]:
     """The stack's own migrator and usage (CI starts them; the migrator with automatic placement off,
     Makefile) are paused: the stack's runner would race the tests' runners for their queued moves
     (the tests' limits and backoffs are the tests' own), and its usage would publish crossings of the

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import asyncpg
 import devstack
 import pytest
+from devstack.errors import DevstackError
 from tenantdb import TenantDB, TenantDBSettings
 from tenantdb.fencing import flip_placement
 from tenantdb.provisioning import drop_dedicated, provision_dedicated
@@ -26,10 +27,16 @@ MakeTenantDB = Callable[..., TenantDB]
 # Dedicated roles' passwords derive from this secret. It is the stack's own, because the stack's
 # services (`make up`) run beside the tests: they share consumer groups with the apps the tests build
 # and must be able to open the test tenants' dedicated databases. Reading it starts the stack if it is
-# not up yet; it is read when a test needs it, not when tests are collected.
+# not up yet; it is read when a test needs it, not when tests are collected. Read from stack.env when
+# the stack is up: ensure_stack() would wait for every service to be ready, and a package may have
+# paused one of the stack's services (tests.support.stack_services) before its first test asks.
 @functools.cache
 def dedicated_secret() -> str:
-    return devstack.ensure_stack().get("DEDICATED_PASSWORD_SECRET") or secrets.token_hex(16)
+    try:
+        env = devstack.read_stack_env()
+    except DevstackError:
+        env = devstack.ensure_stack()
+    return env.get("DEDICATED_PASSWORD_SECRET") or secrets.token_hex(16)
 
 
 def tenantdb_settings(stack_env: dict[str, str], **overrides: Any) -> TenantDBSettings:

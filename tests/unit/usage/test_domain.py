@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from events.failures import InvalidEvent
 from events.thresholds import Triggers
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from usage import domain
 from usage.domain import LevelState, LevelTracker, PlanLimits
 
@@ -141,3 +143,53 @@ def test_a_crossing_event_is_the_contracts_envelope() -> None:
     assert envelope.event_type == "tenant.threshold_crossed"
     assert envelope.event_id == crossing.event_id
     assert envelope.data == {"metric": "storage_gb", "value": 10.5, "threshold": 10, "period": "episode-1"}
+
+
+_VALUES: dict[str, list[Any]] = {
+    "event_id": [str(uuid.uuid4()), str(uuid.uuid4()).upper(), "x", 7, None],
+    "tenant_id": [str(uuid.uuid4()), str(uuid.uuid4()).upper(), uuid.uuid4().hex, "", None],
+    "occurred_at": ["2026-11-30T23:59:59+00:00", "2026-12-01T01:00:00+02:00", "2026-12-01T00:00:00", "x", 1],
+    "count": [0, 3, -1, True, 2.5, "3", None],
+    "window_start": ["2026-12-01T00:30:00+01:00", "2026-12-01T00:00:00Z", "2026-12-01", "later", None],
+    "counter_id": [str(uuid.uuid4()), str(uuid.uuid4()).upper(), "c", None],
+    "sequence": [1, 9, 0, False, "2", None],
+}
+
+
+def _outcome(parse: Any, value: bytes) -> object:
+    try:
+        event = parse(value)
+    except InvalidEvent:
+        return "refused"
+    if event is None:
+        return None
+    return (
+        event.event_id,
+        event.event_type,
+        event.tenant_id,
+        event.day,
+        event.requests,
+        event.counter,
+        event.sequence,
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    event_type=st.sampled_from([*sorted(domain.COUNTED), "order.status_changed"]),
+    choice=st.fixed_dictionaries({name: st.sampled_from(values) for name, values in _VALUES.items()}),
+    missing=st.sets(st.sampled_from(sorted(_VALUES))),
+)
+def test_the_fast_path_agrees_with_the_validating_path(
+    event_type: str, choice: dict[str, Any], missing: set[str]
+) -> None:
+    """Whatever the typed decoder accepts, the hand-written validating path decides the same way."""
+    envelope_keys = ("event_id", "tenant_id", "occurred_at")
+    body: dict[str, Any] = {"event_type": event_type, "schema_version": 1, "producer": "test"}
+    body |= {k: choice[k] for k in envelope_keys if k not in missing}
+    body["data"] = {k: v for k, v in choice.items() if k not in envelope_keys and k not in missing}
+    value = json.dumps(body).encode()
+    fast = _outcome(domain.parse, value)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(domain, "_fast", lambda _value: None)
+        assert fast == _outcome(domain.parse, value)

@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
+import msgspec
 import orjson
 from events.envelope import Envelope
 from events.failures import InvalidEvent
@@ -45,6 +46,7 @@ ORDER_PLACED: Final = "order.placed"
 TENANT_STATE_EVENTS: Final = frozenset({"tenant.created", "tenant.updated", "tenant.plan_changed"})
 # What usage counts; any other event type on its topics is consumed and ignored.
 COUNTED: Final = frozenset({REQUESTS_COUNTED, PRODUCT_CREATED, PRODUCT_DELETED, ORDER_PLACED})
+_FAST_OTHERS: Final = frozenset({PRODUCT_CREATED, PRODUCT_DELETED, ORDER_PLACED})
 
 INT32_MAX: Final = 2**31 - 1  # tenants' and tenant_usage_metrics' integer columns saturate here
 
@@ -137,69 +139,109 @@ def _time(body: Mapping[str, Any], name: str) -> datetime:
     return moment
 
 
-_TENANT_IDS: dict[str, uuid.UUID] = {}  # text -> UUID, bounded: a few tenants carry most events
-_TENANT_IDS_MAX: Final = 100_000
+_TENANT_IDS: dict[str, uuid.UUID] = {}  # text as sent -> UUID, bounded: a few tenants carry most events
+_COUNTER_IDS: dict[str, str] = {}  # text as sent -> canonical text (a counter is a service process)
+_IDS_MAX: Final = 100_000
 
 
-def _tenant_uuid(text: str) -> uuid.UUID:
+def _tenant_uuid(text: str) -> uuid.UUID | None:
+    """The tenant id as a UUID, None when `text` is not a canonical UUID. Only checked texts are kept,
+    so a hit needs no check again (a regular expression match costs more than the rest of an event)."""
     found = _TENANT_IDS.get(text)
     if found is None:
+        if _CANONICAL_UUID.fullmatch(text) is None:
+            return None
         found = uuid.UUID(text)
-        if len(_TENANT_IDS) >= _TENANT_IDS_MAX:
+        if len(_TENANT_IDS) >= _IDS_MAX:
             _TENANT_IDS.clear()
         _TENANT_IDS[text] = found
     return found
 
 
-def _requests_counted(body: dict[str, Any]) -> Counted | None:
-    """The common event's fast path: plain lookups and type checks. None when anything is not as a
-    well-formed event has it; the validating path then says what is wrong."""
-    try:
-        event_id = body["event_id"]
-        tenant = body["tenant_id"]
-        data = body["data"]
-        count = data["count"]
-        start = data["window_start"]
-    except (KeyError, TypeError):
-        return None
-    if (
-        type(event_id) is not str
-        or type(tenant) is not str
-        or type(count) is not int
-        or count < 0
-        or type(start) is not str
-        or _CANONICAL_UUID.fullmatch(event_id) is None
-        or _CANONICAL_UUID.fullmatch(tenant) is None
-    ):
-        return None
-    counter = data.get("counter_id")
-    sequence = data.get("sequence")
-    if counter is not None or sequence is not None:
-        if (
-            type(counter) is not str
-            or type(sequence) is not int
-            or sequence < 1
-            or _CANONICAL_UUID.fullmatch(counter) is None
-        ):
+def _counter_text(text: str) -> str | None:
+    found = _COUNTER_IDS.get(text)
+    if found is None:
+        if _CANONICAL_UUID.fullmatch(text) is None:
             return None
-        counter = counter.lower()
+        found = text.lower()
+        if len(_COUNTER_IDS) >= _IDS_MAX:
+            _COUNTER_IDS.clear()
+        _COUNTER_IDS[text] = found
+    return found
+
+
+class _CountedData(msgspec.Struct):
+    """What usage reads of an event's data (any other field is skipped by the decoder unread)."""
+
+    count: int | None = None
+    window_start: str | None = None
+    counter_id: str | None = None
+    sequence: int | None = None
+
+
+class _CountedEnvelope(msgspec.Struct):
+    event_id: str
+    event_type: str
+    tenant_id: str
+    occurred_at: str
+    data: _CountedData
+
+
+# Typed decoding in C: one pass, no dict per event, fields checked for type as they are read (an int
+# is never a bool here). ~3x orjson.loads followed by dict lookups. Anything it refuses goes the
+# validating path, which says what is wrong.
+_FAST_DECODER: Final = msgspec.json.Decoder(_CountedEnvelope)
+
+
+def _utc_day(text: str) -> date | None:
     try:
-        moment = datetime.fromisoformat(start)
+        moment = datetime.fromisoformat(text)
     except ValueError:
         return None
     offset = moment.utcoffset()
     if offset is None:
         return None
-    day = moment.date() if not offset else moment.astimezone(UTC).date()
-    return Counted(
-        event_id.lower(),
-        REQUESTS_COUNTED,
-        _tenant_uuid(tenant.lower()),
-        day,
-        requests=count,
-        counter=counter,
-        sequence=sequence,
-    )
+    return moment.date() if not offset else moment.astimezone(UTC).date()
+
+
+def _fast(value: bytes) -> Counted | None:
+    """The common events' path. None when anything is not as a well-formed event has it, or the event
+    is of another kind (tenant state events, types usage ignores): the validating path decides."""
+    try:
+        envelope = _FAST_DECODER.decode(value)
+    except msgspec.MsgspecError:
+        return None
+    event_type = envelope.event_type
+    event_id = envelope.event_id
+    if _CANONICAL_UUID.fullmatch(event_id) is None:
+        return None
+    tenant = _tenant_uuid(envelope.tenant_id)
+    if tenant is None:
+        return None
+    if event_type == REQUESTS_COUNTED:
+        data = envelope.data
+        count = data.count
+        start = data.window_start
+        if count is None or count < 0 or start is None:
+            return None
+        counter: str | None = None
+        sequence = data.sequence
+        if data.counter_id is not None or sequence is not None:
+            if data.counter_id is None or sequence is None or sequence < 1:
+                return None
+            counter = _counter_text(data.counter_id)
+            if counter is None:
+                return None
+        day = _utc_day(start)
+        if day is None:
+            return None
+        return Counted(event_id.lower(), REQUESTS_COUNTED, tenant, day, count, None, None, counter, sequence)
+    if event_type in _FAST_OTHERS:
+        day = _utc_day(envelope.occurred_at)
+        if day is None:
+            return None
+        return Counted(event_id.lower(), event_type, tenant, day)
+    return None
 
 
 def parse(value: bytes | None) -> Counted | None:
@@ -210,16 +252,15 @@ def parse(value: bytes | None) -> Counted | None:
     every event and is the consumer's first cost after the read (the benchmark's usage.aggregate)."""
     if not value:
         raise InvalidEvent("empty message")
+    fast = _fast(value)
+    if fast is not None:
+        return fast
     try:
         body = orjson.loads(value)  # ~5x the stdlib's speed; also strict (no NaN, valid UTF-8 only)
     except orjson.JSONDecodeError as error:
         raise InvalidEvent(f"not JSON: {error}") from error
     if not isinstance(body, dict):
         raise InvalidEvent("not a JSON object")
-    if body.get("event_type") == REQUESTS_COUNTED:
-        fast = _requests_counted(body)
-        if fast is not None:
-            return fast
     event_type = _field(body, "event_type", str)
     if event_type not in COUNTED and event_type not in TENANT_STATE_EVENTS:
         return None
