@@ -106,13 +106,19 @@ def envelope(
     }
 
 
-def requests_counted(tenant_id: uuid.UUID, count: int, start: datetime) -> dict[str, Any]:
-    data = {
+def requests_counted(
+    tenant_id: uuid.UUID, count: int, start: datetime, *, counter: uuid.UUID | None = None, sequence: int = 0
+) -> dict[str, Any]:
+    """As servicekit's RequestCounter sends it: numbered when `counter` is given (its process's id and
+    the tenant's next sequence), else as a producer that does not number its counts."""
+    data: dict[str, Any] = {
         "service": "catalog",
         "count": count,
         "window_start": start.isoformat(),
         "window_end": (start + timedelta(seconds=1)).isoformat(),
     }
+    if counter is not None:
+        data |= {"counter_id": str(counter), "sequence": sequence}
     return envelope("api.requests_counted", tenant_id, data, occurred_at=start + timedelta(seconds=1))
 
 

@@ -128,7 +128,7 @@ class UsageService:
         previous one was acknowledged, so a duplicate is never above a later event). Anything else
         goes by its event id in usage_seen_events. A duplicate within the batch counts once too."""
         keys = {(e.counter, e.tenant_id) for e in events if e.counter is not None}
-        marks = await repository.counter_marks(connection, sorted(keys, key=lambda k: (k[0], str(k[1]))))
+        marks = await repository.counter_marks(connection, list(keys))  # a read under the tenants' locks
         moved: dict[repository.CounterKey, int] = {}
         by_id = [e.event_id for e in events if e.counter is None]
         seen_before = await repository.insert_seen(connection, by_id) if by_id else set()
