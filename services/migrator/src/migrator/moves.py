@@ -42,6 +42,13 @@ _LAST_ID = "(array_agg(id ORDER BY id DESC))[1]"
 MOVER_APPLICATION_NAME = "migrator:mover"
 # What makes ROW(...)::text canonical on both sides (whatever the servers' defaults).
 CANONICAL_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres"}
+# Every chunk of the copy and the verify is `WHERE tenant filter AND id > $1 ORDER BY id LIMIT n`. A
+# tenant that grew quickly (the usual reason to move it) has no statistics yet: the planner then
+# estimates one row, may read all the tenant's rows through another (tenant_id, ...) index, hash and
+# sort them, for every chunk (a 100,000-product verify took 8 s instead of 1). Without explicit sorts
+# the only plan left is the keyset walk of the (tenant_id, id) index or the primary key; the sorts
+# inside aggregates (string_agg ... ORDER BY) are not affected.
+PLANNER_SETTINGS = {"enable_sort": "off"}
 # DDL on live tables (triggers) waits this long for their locks, then is retried: it never queues
 # every writer of the shared database behind it for longer.
 DDL_LOCK_TIMEOUT = "2s"
@@ -80,7 +87,7 @@ class Endpoint:
 
 
 async def _connect(url: str, *, replica: bool = False) -> asyncpg.Connection:
-    settings = {"application_name": MOVER_APPLICATION_NAME, **CANONICAL_SETTINGS}
+    settings = {"application_name": MOVER_APPLICATION_NAME, **CANONICAL_SETTINGS, **PLANNER_SETTINGS}
     if replica:
         settings["session_replication_role"] = "replica"
     connection: asyncpg.Connection = await asyncpg.connect(url, server_settings=settings, timeout=10)
@@ -482,26 +489,36 @@ async def verify_table(
     chunk_rows: int,
     ranges: list[tuple[uuid.UUID, uuid.UUID | None]] | None = None,
 ) -> tuple[int, list[Mismatch]]:
-    """Compare the table chunk by chunk (or only the given ranges); returns (chunks, mismatches)."""
+    """Compare the table chunk by chunk (or only the given ranges); returns (chunks, mismatches).
+
+    Both sides are summed at once, each on its own connection (and server): the same keyset chunk
+    on each. Equal counts, digests and last keys mean the target holds exactly the source's rows of
+    (after, upper]; otherwise the target's sum over the source's range says whether they differ."""
     mismatches: list[Mismatch] = []
     chunks = 0
     if ranges is not None:
         for after, upper in ranges:
             chunks += 1
-            left = await range_sum(source_conn, source, table, after, upper)
-            right = await range_sum(target_conn, target, table, after, upper)
+            left, right = await asyncio.gather(
+                range_sum(source_conn, source, table, after, upper),
+                range_sum(target_conn, target, table, after, upper),
+            )
             if (left.rows, left.digest) != (right.rows, right.digest):
                 mismatches.append(Mismatch(table, after, upper))
         return chunks, mismatches
     after = ZERO_ID
     while True:
-        left = await source_chunk_sum(source_conn, source, table, after, chunk_rows)
+        left, right = await asyncio.gather(
+            source_chunk_sum(source_conn, source, table, after, chunk_rows),
+            source_chunk_sum(target_conn, target, table, after, chunk_rows),
+        )
         chunks += 1
         # The last chunk reaches to the end of the key space: rows only the target has count too.
         upper = left.upper if left.rows == chunk_rows else None
-        right = await range_sum(target_conn, target, table, after, upper)
-        if (left.rows, left.digest) != (right.rows, right.digest):
-            mismatches.append(Mismatch(table, after, upper))
+        if (left.rows, left.digest, left.upper) != (right.rows, right.digest, right.upper):
+            right = await range_sum(target_conn, target, table, after, upper)
+            if (left.rows, left.digest) != (right.rows, right.digest):
+                mismatches.append(Mismatch(table, after, upper))
         if upper is None:
             return chunks, mismatches
         after = upper
