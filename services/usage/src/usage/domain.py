@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import orjson
@@ -139,34 +139,25 @@ def _time(body: Mapping[str, Any], name: str) -> datetime:
     return moment
 
 
-_TENANT_IDS: dict[str, uuid.UUID] = {}  # text as sent -> UUID, bounded: a few tenants carry most events
-_COUNTER_IDS: dict[str, str] = {}  # text as sent -> canonical text (a counter is a service process)
+# Ids as sent -> their checked form, bounded (a few tenants carry most events; a counter is a service
+# process). Only checked texts are kept, so a hit needs no check again: the regular expression match
+# costs more than the rest of an event.
+_TENANT_IDS: dict[str, uuid.UUID] = {}
+_COUNTER_IDS: dict[str, str] = {}
 _IDS_MAX: Final = 100_000
+_Checked = TypeVar("_Checked")
 
 
-def _tenant_uuid(text: str) -> uuid.UUID | None:
-    """The tenant id as a UUID, None when `text` is not a canonical UUID. Only checked texts are kept,
-    so a hit needs no check again (a regular expression match costs more than the rest of an event)."""
-    found = _TENANT_IDS.get(text)
+def _checked_id(cache: dict[str, _Checked], text: str, make: Callable[[str], _Checked]) -> _Checked | None:
+    """`make(text)` for a canonical UUID text (remembered), None for anything else."""
+    found = cache.get(text)
     if found is None:
         if _CANONICAL_UUID.fullmatch(text) is None:
             return None
-        found = uuid.UUID(text)
-        if len(_TENANT_IDS) >= _IDS_MAX:
-            _TENANT_IDS.clear()
-        _TENANT_IDS[text] = found
-    return found
-
-
-def _counter_text(text: str) -> str | None:
-    found = _COUNTER_IDS.get(text)
-    if found is None:
-        if _CANONICAL_UUID.fullmatch(text) is None:
-            return None
-        found = text.lower()
-        if len(_COUNTER_IDS) >= _IDS_MAX:
-            _COUNTER_IDS.clear()
-        _COUNTER_IDS[text] = found
+        found = make(text)
+        if len(cache) >= _IDS_MAX:
+            cache.clear()
+        cache[text] = found
     return found
 
 
@@ -215,7 +206,7 @@ def _fast(value: bytes) -> Counted | None:
     event_id = envelope.event_id
     if _CANONICAL_UUID.fullmatch(event_id) is None:
         return None
-    tenant = _tenant_uuid(envelope.tenant_id)
+    tenant = _checked_id(_TENANT_IDS, envelope.tenant_id, uuid.UUID)
     if tenant is None:
         return None
     if event_type == REQUESTS_COUNTED:
@@ -229,7 +220,7 @@ def _fast(value: bytes) -> Counted | None:
         if data.counter_id is not None or sequence is not None:
             if data.counter_id is None or sequence is None or sequence < 1:
                 return None
-            counter = _counter_text(data.counter_id)
+            counter = _checked_id(_COUNTER_IDS, data.counter_id, str.lower)
             if counter is None:
                 return None
         day = _utc_day(start)
