@@ -11,6 +11,10 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 from events import dead_letter, topics
+from events.thresholds import Triggers
+from servicekit.platform import PlatformDB
+from usage.domain import Tally, parse, utc_now
+from usage.usecases import PreparedBatch, UsageService
 
 from tests.integration.usage.conftest import (
     Counts,
@@ -24,6 +28,7 @@ from tests.integration.usage.conftest import (
     usage_app,
     wait_consumed,
 )
+from tests.support.databases import role_url
 from tests.support.kafka import watch
 
 
@@ -253,3 +258,56 @@ async def test_numbered_request_counts_count_once_by_their_counters_mark(stack_e
         await wait_consumed(stack_env, app.state.settings.usage_group_id)
         for tenant_id in tenants:
             assert await counts_of(stack_env, tenant_id) == first[tenant_id]
+
+
+async def test_a_tallied_batch_counts_as_the_same_batch_decided_event_by_event(
+    stack_env: dict[str, str],
+) -> None:
+    """The consumer's two ways of applying a batch, on the real database: as tallied while parsed
+    (every event fresh: sums per key, one mark per counter) and event by event (what a batch in
+    which something may have been counted before goes through). Two sets of tenants get the same
+    events, one set each way: their counts are equal. The tallied batch delivered again at later
+    offsets finds itself not fresh, goes event by event, and counts nothing more."""
+    now = datetime.now(UTC)
+    tenants = await new_tenants(stack_env, 6)
+    counter = uuid.uuid4()
+    values: dict[str, list[bytes]] = {}
+    for way, chosen in (("tally", tenants[:3]), ("exact", tenants[3:])):
+        events = mixed_events(chosen, now)  # the same pattern for both sets (a seeded generator)
+        for n, tenant_id in enumerate(chosen):
+            start = now - timedelta(hours=n)
+            events += [
+                requests_counted(tenant_id, 10 + s, start, counter=counter, sequence=s) for s in (1, 2, 3)
+            ]
+        values[way] = [json.dumps(event).encode() for event in events]
+    db = PlatformDB(role_url(stack_env, "usage"), application_name="usage:test")
+    service = UsageService(db, triggers=Triggers(), clock=utc_now)
+    group_id = f"usage-test-{uuid.uuid4().hex[:12]}"
+    try:
+        tally = Tally()
+        assert tally.add_values(values["tally"]) == []
+        spans = {("test.tally", 0): (0, len(values["tally"]) - 1)}
+        exact = {("test.tally", 0): [(i, parse(v)) for i, v in enumerate(values["tally"])]}
+        tallied = await service.apply_batch(group_id, PreparedBatch(spans, tally, lambda: exact))
+        one_by_one = {("test.exact", 0): [(i, parse(v)) for i, v in enumerate(values["exact"])]}
+        decided = await service.apply_batch(group_id, PreparedBatch.of_exact(one_by_one))
+        assert (tallied.tallied, decided.tallied) == (True, False)
+        assert tallied.applied == decided.applied == len(values["tally"])
+        assert tallied.counted == decided.counted
+        counts = {t: await counts_of(stack_env, t) for t in tenants}
+        for a, b in zip(tenants[:3], tenants[3:], strict=True):
+            assert counts[a] == counts[b]
+            assert counts[a].product_count == 5
+            assert sum(r for r, _, _ in counts[a].daily.values()) > 0
+
+        again = Tally()
+        again.add_values(values["tally"])
+        later = {("test.tally", 1): (0, len(values["tally"]) - 1)}
+        exact_later = {("test.tally", 1): [(i, parse(v)) for i, v in enumerate(values["tally"])]}
+        replayed = await service.apply_batch(group_id, PreparedBatch(later, again, lambda: exact_later))
+        assert not replayed.tallied
+        assert (replayed.applied, replayed.duplicates) == (0, len(values["tally"]))
+        for tenant_id in tenants[:3]:
+            assert await counts_of(stack_env, tenant_id) == counts[tenant_id]
+    finally:
+        await db.close()

@@ -92,9 +92,10 @@ async def test_month_rollover_resets_the_months_requests_and_may_cross_again(
     bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
     end_of_november = datetime(2026, 11, 30, 23, 59, 50, tzinfo=UTC)
     clock = FakeClock(end_of_november)
+    mark = await end_offsets(bootstrap)  # its group starts here: no replay of the topics' history
     async with (
         watch(bootstrap, topics.THRESHOLDS) as seen,
-        usage_app(stack_env, clock=clock, trigger_requests_per_month=100) as (app, _),
+        usage_app(stack_env, clock=clock, trigger_requests_per_month=100, start_at=mark) as (app, _),
     ):
         group = app.state.settings.usage_group_id
         await publish(

@@ -193,3 +193,115 @@ def test_the_fast_path_agrees_with_the_validating_path(
     with pytest.MonkeyPatch.context() as patched:
         patched.setattr(domain, "_fast", lambda _value: None)
         assert fast == _outcome(domain.parse, value)
+
+
+_TENANTS = [uuid.UUID(int=n * 2**100 + 7) for n in (3, 1, 2)]
+_COUNTERS = [str(uuid.UUID(int=n * 2**90 + 5)) for n in (2, 1)]
+_STAMPS = ["2026-11-30T23:59:59.5+00:00", "2026-12-01T00:00:00Z", "2026-12-01T00:30:00+01:00"]
+_ID_POOL = [str(uuid.UUID(int=n + 1)) for n in range(6)]  # small: ids repeat, as redeliveries do
+
+_EVENT = st.fixed_dictionaries(
+    {
+        "kind": st.sampled_from(
+            [
+                "numbered",
+                "numbered",
+                "numbered",
+                "unnumbered",
+                "product.created",
+                "product.deleted",
+                "order.placed",
+                "tenant.plan_changed",
+                "order.status_changed",
+                "malformed",
+            ]
+        ),
+        "tenant": st.integers(0, len(_TENANTS) - 1),
+        "upper": st.booleans(),
+        "stamp": st.sampled_from(_STAMPS),
+        "count": st.integers(0, 5),
+        "counter": st.integers(0, len(_COUNTERS) - 1),
+        "step": st.sampled_from([1, 1, 1, 2, 0, -1]),  # 0 and -1: a sequence repeated or going back
+        "event_id": st.one_of(st.uuids().map(str), st.sampled_from(_ID_POOL)),
+    }
+)
+
+
+def _encoded(events: list[dict[str, Any]]) -> list[bytes]:
+    sequences = dict.fromkeys(((c, t) for c in range(len(_COUNTERS)) for t in range(len(_TENANTS))), 0)
+    values = []
+    for event in events:
+        tenant = str(_TENANTS[event["tenant"]])
+        body: dict[str, Any] = {
+            "event_id": event["event_id"],
+            "tenant_id": tenant.upper() if event["upper"] else tenant,
+            "occurred_at": event["stamp"],
+            "schema_version": 1,
+            "producer": "test",
+        }
+        kind = event["kind"]
+        if kind in ("numbered", "unnumbered"):
+            body["event_type"] = "api.requests_counted"
+            body["data"] = _window(event["stamp"], event["count"])
+            if kind == "numbered":
+                key = (event["counter"], event["tenant"])
+                sequences[key] = max(1, sequences[key] + event["step"])
+                counter = _COUNTERS[event["counter"]]
+                body["data"] |= {"counter_id": counter.upper() if event["upper"] else counter}
+                body["data"]["sequence"] = sequences[key]
+        elif kind == "malformed":
+            body["event_type"] = "api.requests_counted"
+            body["data"] = {"count": "many"}
+        else:
+            body["event_type"] = kind
+            body["data"] = {"new_plan": "enterprise"} if kind == "tenant.plan_changed" else {}
+        values.append(json.dumps(body).encode())
+    return values
+
+
+def _parsed(values: list[bytes]) -> list[domain.Counted]:
+    found = []
+    for value in values:
+        try:
+            event = domain.parse(value)
+        except InvalidEvent:
+            continue
+        if event is not None:
+            found.append(event)
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(_EVENT, max_size=40), split=st.integers(0, 40))
+def test_a_tally_is_the_aggregate_of_the_parsed_events_whenever_it_calls_itself_regular(
+    events: list[dict[str, Any]], split: int
+) -> None:
+    """The tally (the consumer's batch aggregated while parsed, no object per event) against the
+    events parsed one by one: the same per-key sums, states, counts, marks and ids; and it calls the
+    batch irregular exactly when a (counter, tenant)'s sequence fails to increase or an id is repeated
+    (the database then decides each event on its own)."""
+    values = _encoded(events)
+    tally = domain.Tally()
+    refused = tally.add_values(values[:split]) + [
+        (index + min(split, len(values)), why) for index, why in tally.add_values(values[split:])
+    ]
+    parsed = _parsed(values)
+    refusals = [i for i, value in enumerate(values) if b'"many"' in value]
+    assert [index for index, _ in refused] == refusals
+
+    spans: dict[tuple[str, uuid.UUID], list[int]] = {}
+    increasing = True
+    for event in parsed:
+        if event.counter is not None and event.sequence is not None:
+            span = spans.setdefault((event.counter, event.tenant_id), [event.sequence, event.sequence - 1])
+            increasing &= event.sequence > span[1]
+            span[1] = event.sequence
+    by_id = [e.event_id for e in parsed if e.counter is None]
+    assert tally.regular == (increasing and len(set(by_id)) == len(by_id))
+    assert tally.seen_ids == by_id
+    assert tally.events == len(parsed)
+    assert tally.ignored == sum(b"order.status_changed" in value for value in values)
+    if tally.regular:
+        assert tally.aggregate() == domain.aggregate(parsed)
+        assert tally.spans() == {key: (first, last) for key, (first, last) in spans.items()}
+        assert tally.tenants() == sorted({e.tenant_id for e in parsed})

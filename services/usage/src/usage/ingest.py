@@ -27,9 +27,9 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from aiokafka import (
@@ -46,15 +46,115 @@ from events.topics import dlq
 
 from usage import domain
 from usage.domain import Counted
-from usage.metrics import APPLY_SECONDS, BATCH_SIZE, EVENTS_CONSUMED, SKIPPED
+from usage.metrics import APPLY_SECONDS, BATCH_SIZE, BATCHES, EVENTS_CONSUMED, SKIPPED
 from usage.repository import Partition
-from usage.usecases import BatchResult, UsageService
+from usage.usecases import BatchResult, ExactBatch, PreparedBatch, UsageService
 
 log = structlog.get_logger("usage.ingest")
 
-Batch = dict[Partition, list[tuple[int, Counted | None]]]
 Fetched = dict[TopicPartition, list[ConsumerRecord]]
 _LAG_INTERVAL_SECONDS = 15.0
+_FETCH_RECORDS = 5000  # per getmany; a batch gathers several
+
+
+class Record(NamedTuple):
+    """What the consumer keeps of a record it may dead-letter."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Gathered:
+    """The records of a batch, as they are fetched: tallied (no object per event; the exact form is
+    parsed again only if the tally cannot be applied), or, when the previous batch was not fresh
+    (a replay, where nearly every batch is decided event by event and a tally is wasted work),
+    parsed event by event at once. Kept as columns of offsets, keys and values per partition (ints
+    and bytes: nothing the cycle collector traverses) rather than aiokafka's record objects: tens of
+    thousands of those alive per batch made every collection walk them all."""
+
+    def __init__(self, *, tallying: bool = True) -> None:
+        self.size = 0
+        self.spans: dict[TopicPartition, tuple[int, int]] = {}  # first and last offset
+        self.tally = domain.Tally()
+        self.tally.regular = tallying
+        self.invalid: list[tuple[Record, InvalidEvent]] = []
+        self.ignored = 0  # records of types usage does not follow
+        self._offsets: dict[TopicPartition, list[int]] = {}
+        self._keys: dict[TopicPartition, list[bytes | None]] = {}
+        self._values: dict[TopicPartition, list[bytes | None]] = {}
+        # Not tallying: each record's event (None: not counted), as the exact form holds them.
+        self._events: dict[TopicPartition, list[Counted | None]] | None = None if tallying else {}
+
+    def add(self, fetched: Fetched) -> None:
+        for tp, records in fetched.items():
+            if not records:
+                continue
+            offsets = [record.offset for record in records]
+            values = [record.value for record in records]
+            self._offsets.setdefault(tp, []).extend(offsets)
+            self._keys.setdefault(tp, []).extend([record.key for record in records])
+            self._values.setdefault(tp, []).extend(values)
+            self.size += len(records)
+            first = self.spans[tp][0] if tp in self.spans else offsets[0]
+            self.spans[tp] = (first, offsets[-1])
+            if self._events is None:
+                ignored = self.tally.ignored
+                refused = self.tally.add_values(values)
+                self.ignored += self.tally.ignored - ignored
+            else:
+                refused = self._parse(values, self._events.setdefault(tp, []))
+            for index, refusal in refused:
+                record = records[index]
+                self.invalid.append(
+                    (Record(tp.topic, tp.partition, record.offset, record.key, record.value), refusal)
+                )
+
+    def _parse(
+        self, values: list[bytes | None], events: list[Counted | None]
+    ) -> list[tuple[int, InvalidEvent]]:
+        refused: list[tuple[int, InvalidEvent]] = []
+        for index, value in enumerate(values):
+            try:
+                event = domain.parse(value)
+            except InvalidEvent as refusal:
+                refused.append((index, refusal))
+                event = None
+            else:
+                self.ignored += event is None
+            events.append(event)
+        return refused
+
+    def exact(self) -> ExactBatch:
+        """Each record parsed on its own (None: not counted, or refused and dead-lettered)."""
+        batch: dict[Partition, list[tuple[int, Counted | None]]] = {}
+        for tp, offsets in self._offsets.items():
+            if self._events is not None:
+                events: list[Counted | None] = self._events[tp]
+            else:
+                events = []
+                for value in self._values[tp]:
+                    try:
+                        events.append(domain.parse(value))
+                    except InvalidEvent:
+                        events.append(None)
+            batch[(tp.topic, tp.partition)] = list(zip(offsets, events, strict=True))
+        return batch
+
+    def prepared(self) -> PreparedBatch:
+        spans = {(tp.topic, tp.partition): span for tp, span in self.spans.items()}
+        return PreparedBatch(spans, self.tally, self.exact)
+
+    def records(self) -> dict[Partition, dict[int, Record]]:
+        return {
+            (tp.topic, tp.partition): {
+                offset: Record(tp.topic, tp.partition, offset, key, value)
+                for offset, key, value in zip(offsets, self._keys[tp], self._values[tp], strict=True)
+            }
+            for tp, offsets in self._offsets.items()
+        }
 
 
 class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -78,14 +178,14 @@ class AggregatingConsumer:
         group_id: str,
         topics: Sequence[str],
         client_id: str,
-        max_records: int = 5000,
+        max_records: int = 50_000,
         fetch_wait_ms: int = 100,
         attempts: int = 5,
         max_backoff: float = 5.0,
-        on_committed: Callable[[Fetched], None] | None = None,
+        on_committed: Callable[[Mapping[TopicPartition, tuple[int, int]]], None] | None = None,
     ) -> None:
-        """`on_committed(fetched)`: called with each batch once its transaction committed (the
-        benchmark times events with it)."""
+        """`on_committed(spans)`: called with each batch's first and last offset per partition once
+        its transaction committed (the benchmark times events with it)."""
         self._service = service
         self._bootstrap = bootstrap_servers
         self.group_id = group_id
@@ -102,6 +202,7 @@ class AggregatingConsumer:
         self._stopping = asyncio.Event()
         self._lag_sampled = 0.0
         self._positions: dict[TopicPartition, int] = {}  # next offset after the last applied batch
+        self._expect_fresh = True
         self.first_fetch_at: float | None = None  # perf_counter of the first non-empty fetch
         self.batches = 0  # applied batches (tests and the benchmark read these)
         self.applied = 0
@@ -211,33 +312,45 @@ class AggregatingConsumer:
         )
 
     async def _loop(self) -> None:
-        """Fetch and parse batch N+1 while batch N's transaction runs (parsing is this process's CPU,
-        applying mostly PostgreSQL's): batches are still applied one at a time, in order."""
+        """Batch N's transaction runs while the records fetched meanwhile are tallied into batch N+1
+        (parsing is this process's CPU, applying mostly PostgreSQL's); N+1 starts when N committed,
+        with whatever arrived meanwhile, up to `max_records`. So a batch is as large as the backlog
+        makes it: a few records under light traffic (latency), tens of thousands under a backlog
+        (each key written once for more events). Batches are applied one at a time, in order."""
         consumer = self._consumer
         assert consumer is not None
         pending: asyncio.Task[bool] | None = None
-        pending_partitions: set[TopicPartition] = set()
+        pending_partitions: frozenset[TopicPartition] = frozenset()
+        gathered: Gathered | None = None
         try:
             while not self._stopping.is_set():
-                fetched = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+                room = self._max_records - (gathered.size if gathered is not None else 0)
+                fetched: Fetched = {}
+                if room > 0:
+                    # Short waits while a transaction runs: its end is noticed within them.
+                    wait = 500 if pending is None and gathered is None else 20
+                    fetched = await consumer.getmany(timeout_ms=wait, max_records=min(room, _FETCH_RECORDS))
                 if fetched:
                     if self.first_fetch_at is None:
                         self.first_fetch_at = time.perf_counter()
-                    prepared = self._parse(fetched)
-                    if pending is not None and not await pending:
+                    if gathered is None:
+                        gathered = Gathered(tallying=self._expect_fresh)
+                    gathered.add(fetched)
+                if pending is not None and (pending.done() or room <= 0):
+                    applied = await pending
+                    pending = None
+                    if not applied and gathered is not None:
                         # The previous batch was sought back (not applied): nothing fetched after
                         # it may be applied first. Its partitions are already sought to earlier
                         # offsets; the others go back to this batch's start.
-                        self._seek_back(
-                            consumer, {tp: r for tp, r in fetched.items() if tp not in pending_partitions}
-                        )
-                        pending = None
+                        self._seek_back(consumer, gathered, skip=pending_partitions)
+                        gathered = None
                         continue
-                    pending = asyncio.create_task(self._commit(consumer, fetched, prepared))
-                    pending_partitions = set(fetched)
-                elif pending is not None:
-                    await pending
-                    pending = None
+                if pending is None and gathered is not None:
+                    batch = gathered
+                    gathered = None
+                    pending = asyncio.create_task(self._commit(consumer, batch))
+                    pending_partitions = frozenset(batch.spans)
                 try:
                     await self._service.roll_month_if_due()
                 except Exception as error:  # the database away: tried again next turn
@@ -252,72 +365,52 @@ class AggregatingConsumer:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pending
 
-    def _parse(self, fetched: Fetched) -> tuple[Batch, list[tuple[ConsumerRecord, Exception]]]:
-        batch: Batch = {}
-        invalid: list[tuple[ConsumerRecord, Exception]] = []
-        for tp, records in fetched.items():
-            entries = batch.setdefault((tp.topic, tp.partition), [])
-            for record in records:
-                try:
-                    event = domain.parse(record.value)
-                except InvalidEvent as refused:
-                    invalid.append((record, refused))
-                    event = None
-                entries.append((record.offset, event))
-        return batch, invalid
-
-    async def _handle(self, consumer: AIOKafkaConsumer, fetched: Fetched) -> bool:
-        return await self._commit(consumer, fetched, self._parse(fetched))
-
-    async def _commit(
-        self,
-        consumer: AIOKafkaConsumer,
-        fetched: Fetched,
-        prepared: tuple[Batch, list[tuple[ConsumerRecord, Exception]]],
-    ) -> bool:
+    async def _commit(self, consumer: AIOKafkaConsumer, gathered: Gathered) -> bool:
         """Dead letters, then the batch's transaction. False: not applied, the partitions sought
         back to the batch's first offsets (read again)."""
-        batch, invalid = prepared
-        ignored = sum(1 for entries in batch.values() for _, event in entries if event is None)
         try:
-            for record, refusal in invalid:
+            for record, refusal in gathered.invalid:
                 await self._dead_letter(record, refusal, Failure.INVALID, 1)
         except Exception as error:
             # The dead letter is not durable yet: nothing past it may be applied. Read it all again.
             log.warning("dead-letter publish failed; batch will be read again", error=repr(error)[:300])
-            self._seek_back(consumer, fetched)
+            self._seek_back(consumer, gathered)
             await asyncio.sleep(self._backoff(1))
             return False
         started = time.perf_counter()
-        result = await self._apply(consumer, fetched, batch)
+        result = await self._apply(consumer, gathered)
         if result is None:
             return False
         APPLY_SECONDS.observe(time.perf_counter() - started)
-        BATCH_SIZE.observe(sum(len(r) for r in fetched.values()))
+        BATCH_SIZE.observe(gathered.size)
+        BATCHES.labels("tally" if result.tallied else "exact").inc()
         self.batches += 1
         self.applied += result.applied
-        for tp, records in fetched.items():
-            if records:
-                self._positions[tp] = records[-1].offset + 1
+        # The next batch is tallied if this one could have been: under a replay, batch after batch
+        # is not fresh, and the tally would only be parsed again.
+        self._expect_fresh = result.tallied or not (
+            result.duplicates or result.below_offset or result.unknown_tenant
+        )
+        for tp, (_, last) in gathered.spans.items():
+            self._positions[tp] = last + 1
         if self._on_committed is not None:
-            self._on_committed(fetched)
+            self._on_committed(gathered.spans)
         for event_type, count in result.counted.items():
             EVENTS_CONSUMED.labels(event_type).inc(count)
         for reason, count in (
             ("below_offset", result.below_offset),
             ("duplicate", result.duplicates),
             ("unknown_tenant", result.unknown_tenant),
-            ("ignored", ignored - len(invalid)),
-            ("dead_lettered", len(invalid)),
+            ("ignored", gathered.ignored),
+            ("dead_lettered", len(gathered.invalid)),
         ):
             if count:
                 SKIPPED.labels(reason).inc(count)
         return True
 
-    async def _apply(
-        self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord]], batch: Batch
-    ) -> BatchResult | None:
+    async def _apply(self, consumer: AIOKafkaConsumer, gathered: Gathered) -> BatchResult | None:
         """Apply with retries; None when the batch was given up for now (sought back, read again)."""
+        batch = gathered.prepared()
         errors = 0
         transient = 0
         while not self._stopping.is_set():
@@ -325,11 +418,7 @@ class AggregatingConsumer:
                 return await self._service.apply_batch(self.group_id, batch)
             except Exception as error:
                 kind = classify(error)
-                context = {
-                    "group": self.group_id,
-                    "records": sum(len(r) for r in batch.values()),
-                    "error": repr(error)[:500],
-                }
+                context = {"group": self.group_id, "records": gathered.size, "error": repr(error)[:500]}
                 if kind is Failure.TRANSIENT:
                     transient += 1
                     delay = self._backoff(transient)
@@ -342,18 +431,16 @@ class AggregatingConsumer:
                     await asyncio.sleep(self._backoff(errors))
                     continue
                 log.error("batch keeps failing; applying it record by record", **context)
-                return await self._apply_one_by_one(fetched, batch)
-        self._seek_back(consumer, fetched)  # stopping: whatever was not applied is read again next time
+                return await self._apply_one_by_one(gathered)
+        self._seek_back(consumer, gathered)  # stopping: whatever was not applied is read again next time
         return None
 
-    async def _apply_one_by_one(
-        self, fetched: dict[TopicPartition, list[ConsumerRecord]], batch: Batch
-    ) -> BatchResult:
+    async def _apply_one_by_one(self, gathered: Gathered) -> BatchResult:
         total = BatchResult()
-        records = {(tp.topic, tp.partition, r.offset): r for tp, rs in fetched.items() for r in rs}
-        for partition, entries in batch.items():
+        records = gathered.records()
+        for partition, entries in gathered.exact().items():
             for offset, event in entries:
-                result = await self._apply_single(records[(partition[0], partition[1], offset)], event)
+                result = await self._apply_single(records[partition][offset], event)
                 total.applied += result.applied
                 total.below_offset += result.below_offset
                 total.duplicates += result.duplicates
@@ -363,13 +450,13 @@ class AggregatingConsumer:
                     total.counted[kind] = total.counted.get(kind, 0) + count
         return total
 
-    async def _apply_single(self, record: ConsumerRecord, event: Counted | None) -> BatchResult:
+    async def _apply_single(self, record: Record, event: Counted | None) -> BatchResult:
         """One record: transient failures waited out, any other dead-letters it after `attempts`."""
-        single: Batch = {(record.topic, record.partition): [(record.offset, event)]}
+        single: ExactBatch = {(record.topic, record.partition): [(record.offset, event)]}
         errors = 0
         while True:
             try:
-                return await self._service.apply_batch(self.group_id, single)
+                return await self._service.apply_batch(self.group_id, PreparedBatch.of_exact(single))
             except Exception as error:
                 if classify(error) is Failure.TRANSIENT:
                     await asyncio.sleep(self._backoff(2))
@@ -383,16 +470,14 @@ class AggregatingConsumer:
                 errors = -(10**9)  # the record itself is out; only the offset is left to store
 
     def _seek_back(
-        self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord]]
+        self, consumer: AIOKafkaConsumer, gathered: Gathered, skip: frozenset[TopicPartition] = frozenset()
     ) -> None:
-        for tp, records in fetched.items():
-            if records:
+        for tp, (first, _) in gathered.spans.items():
+            if tp not in skip:
                 with contextlib.suppress(Exception):  # revoked meanwhile: its new owner seeks anyway
-                    consumer.seek(tp, records[0].offset)
+                    consumer.seek(tp, first)
 
-    async def _dead_letter(
-        self, record: ConsumerRecord, error: Exception, kind: Failure, attempts: int
-    ) -> None:
+    async def _dead_letter(self, record: Record, error: Exception, kind: Failure, attempts: int) -> None:
         producer = self._producer
         if producer is None:
             raise RuntimeError("no dead-letter producer")

@@ -18,7 +18,13 @@ SKIPPED = Counter(
 BATCH_SIZE = Histogram(
     "usage_batch_records",
     "Records per applied batch",
-    buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000),
+    buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000),
+)
+BATCHES = Counter(
+    "usage_batches_total",
+    "Batches applied, by path: tally (every event fresh, applied as aggregated while parsed) or exact "
+    "(some event may have been counted before: each decided on its own)",
+    ["path"],
 )
 APPLY_SECONDS = Histogram(
     "usage_batch_apply_seconds",

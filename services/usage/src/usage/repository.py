@@ -143,6 +143,49 @@ async def save_counter_marks(connection: AsyncConnection, marks: Mapping[Counter
     )
 
 
+# The fast path's check and its writes in one statement (one snapshot, taken under the tenants' row
+# locks): the marks move and the ids are recorded only if no mark is at or above its key's first
+# sequence and no id was recorded before; otherwise nothing is written and the batch goes the exact
+# path. Only a boolean comes back, not a row per key.
+_CLAIM_FRESH = text(
+    "WITH k AS (SELECT * FROM unnest(CAST(:c AS uuid[]), CAST(:t AS uuid[]), CAST(:f AS bigint[]), "
+    "CAST(:l AS bigint[])) AS k(c, t, f, l)), "
+    "ids AS (SELECT unnest(CAST(:ids AS uuid[])) AS id), "
+    "fresh AS (SELECT NOT EXISTS (SELECT FROM usage_counter_marks AS m JOIN k "
+    "ON m.counter_id = k.c AND m.tenant_id = k.t WHERE m.sequence >= k.f) "
+    "AND NOT EXISTS (SELECT FROM usage_seen_events AS s JOIN ids ON s.event_id = ids.id) AS ok), "
+    "marks AS (INSERT INTO usage_counter_marks (counter_id, tenant_id, sequence) "
+    "SELECT k.c, k.t, k.l FROM k WHERE (SELECT ok FROM fresh) ORDER BY 1, 2 "
+    "ON CONFLICT (counter_id, tenant_id) DO UPDATE SET "
+    "sequence = GREATEST(usage_counter_marks.sequence, EXCLUDED.sequence), updated_at = now()), "
+    "seen AS (INSERT INTO usage_seen_events (event_id) SELECT id FROM ids WHERE (SELECT ok FROM fresh) "
+    "ORDER BY 1 ON CONFLICT DO NOTHING) "
+    "SELECT ok FROM fresh"
+)
+
+
+async def claim_fresh(
+    connection: AsyncConnection, spans: Mapping[CounterKey, tuple[int, int]], event_ids: Sequence[str]
+) -> bool:
+    """Moves each (counter, tenant)'s mark to its last sequence and records the event ids, if the
+    batch is fresh: every first sequence above its mark, no id recorded before. False: nothing
+    written."""
+    ordered = sorted(spans.items(), key=lambda item: (item[0][0], item[0][1].int))
+    fresh = (
+        await connection.execute(
+            _CLAIM_FRESH,
+            {
+                "c": [c for (c, _), _ in ordered],
+                "t": [t for (_, t), _ in ordered],
+                "f": [first for _, (first, _) in ordered],
+                "l": [last for _, (_, last) in ordered],
+                "ids": sorted(set(event_ids)),
+            },
+        )
+    ).scalar_one()
+    return bool(fresh)
+
+
 async def prune_counter_marks(connection: AsyncConnection, *, older_than_days: int) -> int:
     """Marks of counters silent that long (their processes are gone: a new process is a new counter)."""
     result = await connection.execute(

@@ -14,8 +14,9 @@ class UsageSettings(TriggerSettings):
     port: int = 8104
     # The consumer group whose offsets usage stores with its counts (usage_offsets).
     usage_group_id: str = "usage"
-    # At most this many records per batch (one getmany, one transaction).
-    usage_batch_max_records: int = Field(default=5000, ge=1, le=100_000)
+    # At most this many records per batch (one transaction): a batch gathers what arrives while the
+    # previous one commits, so it is this large only under a backlog.
+    usage_batch_max_records: int = Field(default=50_000, ge=1, le=200_000)
     # How long the broker may wait to fill a fetch: a batch's latency floor when traffic is low.
     usage_fetch_wait_ms: int = Field(default=100, ge=0, le=10_000)
     # Reconciliation of product_count and storage through tenantdb; a round walks every tenant.

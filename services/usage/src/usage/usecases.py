@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -29,7 +29,7 @@ from servicekit.errors import NotFound
 from servicekit.platform import PlatformDB
 
 from usage import domain, repository
-from usage.domain import Clock, Counted, Crossing, Decisions, LevelTracker, PlanLimits
+from usage.domain import Clock, Counted, Crossing, Decisions, LevelTracker, PlanLimits, Tally
 from usage.metrics import THRESHOLDS_EMITTED
 from usage.repository import Partition
 
@@ -47,6 +47,29 @@ class BatchResult:
     unknown_tenant: int = 0  # events of tenants unknown to the platform, or deleted
     crossings: list[Crossing] = field(default_factory=list)
     counted: dict[str, int] = field(default_factory=dict)
+    tallied: bool = False  # applied as tallied (every event fresh), not event by event
+
+
+ExactBatch = Mapping[Partition, Sequence[tuple[int, Counted | None]]]
+
+
+@dataclass
+class PreparedBatch:
+    """A consumed batch as the consumer hands it over: per partition its first and last offsets, the
+    batch tallied while parsed, and its exact form (parsed record by record) for when the tally cannot
+    be used."""
+
+    spans: dict[Partition, tuple[int, int]]
+    tally: Tally
+    exact: Callable[[], ExactBatch]
+
+    @classmethod
+    def of_exact(cls, batch: ExactBatch) -> PreparedBatch:
+        """A batch given in its exact form only: applied in it."""
+        tally = Tally()
+        tally.regular = False
+        spans = {p: (records[0][0], records[-1][0]) for p, records in batch.items() if records}
+        return cls(spans, tally, lambda: batch)
 
 
 def next_month(month: date) -> date:
@@ -77,35 +100,22 @@ class UsageService:
         async with self._db.unit_of_work(readonly=True) as uow:
             return await repository.read_offsets(uow.connection, group_id, partitions)
 
-    async def apply_batch(
-        self, group_id: str, batch: Mapping[Partition, Sequence[tuple[int, Counted | None]]]
-    ) -> BatchResult:
-        """`batch`: per partition, its records in offset order as (offset, event or None for one that
-        is not counted: ignored type, dead-lettered)."""
+    async def apply_batch(self, group_id: str, batch: PreparedBatch) -> BatchResult:
         result = BatchResult()
         async with self._db.unit_of_work() as uow:
             connection = uow.connection
-            stored = await repository.lock_offsets(connection, group_id, list(batch))
-            events: list[Counted] = []
-            next_offsets: dict[Partition, int] = {}
-            for partition, records in batch.items():
-                start = stored.get(partition, -1)
-                for offset, event in records:
-                    if offset < start:
-                        result.below_offset += 1
-                        continue
-                    next_offsets[partition] = max(next_offsets.get(partition, start), offset + 1)
-                    if event is not None:
-                        events.append(event)
-            # The tenants' rows locked first (in id order): the marks below are then read and moved
-            # by one transaction at a time, whichever consumer group it belongs to.
-            tenants = await repository.lock_tenants(connection, sorted({e.tenant_id for e in events}))
-            fresh, duplicates = await self._deduplicate(connection, events)
-            result.duplicates = len(duplicates)
-            if fresh or duplicates:
-                await self._count(connection, tenants, fresh, duplicates, result)
-            if next_offsets:
-                await repository.save_offsets(connection, group_id, next_offsets)
+            stored = await repository.lock_offsets(connection, group_id, list(batch.spans))
+            above = all(first >= stored.get(p, -1) for p, (first, _) in batch.spans.items())
+            tallied = (
+                batch.tally.regular and above and await self._apply_tally(connection, batch.tally, result)
+            )
+            result.tallied = tallied
+            if not tallied:
+                await self._apply_exact(connection, stored, batch.exact(), result)
+            # Records are in offset order: a partition moves past its last one, or stays where it is
+            # stored if all of them were below it.
+            next_offsets = {p: max(stored.get(p, -1), last + 1) for p, (_, last) in batch.spans.items()}
+            await repository.save_offsets(connection, group_id, next_offsets)
             await uow.commit()
         for crossing in result.crossings:
             THRESHOLDS_EMITTED.labels(crossing.metric).inc()
@@ -120,6 +130,49 @@ class UsageService:
             )
         return result
 
+    async def _apply_tally(self, connection: Any, tally: Tally, result: BatchResult) -> bool:
+        """The batch as tallied, if every event in it is fresh: its records all at or above the stored
+        offsets (checked by the caller), its tenants all live, each (counter, tenant)'s first sequence
+        above its mark, none of its event ids seen before. Otherwise False, and nothing was written."""
+        tenant_ids = tally.tenants()
+        tenants = await repository.lock_tenants(connection, tenant_ids)
+        if len(tenants) != len(tenant_ids) or any(row.status == _DELETED for row in tenants.values()):
+            return False
+        if not await repository.claim_fresh(connection, tally.spans(), tally.seen_ids):
+            return False
+        if tally.events:
+            await self._count(connection, tenants, tally.aggregate(), tally.events, [], result)
+        return True
+
+    async def _apply_exact(
+        self,
+        connection: Any,
+        stored: Mapping[Partition, int],
+        batch: ExactBatch,
+        result: BatchResult,
+    ) -> None:
+        """Each event decided on its own: dropped below its partition's stored offset, or as a
+        duplicate by its counter's mark or its event id."""
+        events: list[Counted] = []
+        for partition, records in batch.items():
+            start = stored.get(partition, -1)
+            for offset, event in records:
+                if offset < start:
+                    result.below_offset += 1
+                elif event is not None:
+                    events.append(event)
+        # The tenants' rows locked first (in id order): the marks below are then read and moved
+        # by one transaction at a time, whichever consumer group it belongs to.
+        tenants = await repository.lock_tenants(connection, sorted({e.tenant_id for e in events}))
+        fresh, duplicates = await self._deduplicate(connection, events)
+        result.duplicates = len(duplicates)
+        live = {tenant_id for tenant_id, row in tenants.items() if row.status != _DELETED}
+        kept = [e for e in fresh if e.tenant_id in live]
+        revisit = [e for e in duplicates if e.event_type in domain.COUNTED and e.tenant_id in live]
+        result.unknown_tenant = len(fresh) - len(kept)
+        if kept or revisit:
+            await self._count(connection, tenants, domain.aggregate(kept), len(kept), revisit, result)
+
     async def _deduplicate(
         self, connection: Any, events: list[Counted]
     ) -> tuple[list[Counted], list[Counted]]:
@@ -131,7 +184,7 @@ class UsageService:
         marks = await repository.counter_marks(connection, list(keys))  # a read under the tenants' locks
         moved: dict[repository.CounterKey, int] = {}
         by_id = [e.event_id for e in events if e.counter is None]
-        seen_before = await repository.insert_seen(connection, by_id) if by_id else set()
+        seen_before = await repository.insert_seen(connection, by_id)
         fresh: list[Counted] = []
         duplicates: list[Counted] = []
         in_batch: set[str] = set()
@@ -155,24 +208,18 @@ class UsageService:
         self,
         connection: Any,
         tenants: dict[uuid.UUID, Any],
-        events: list[Counted],
-        duplicates: list[Counted],
+        batch: domain.Aggregate,
+        applied: int,
+        revisit: list[Counted],
         result: BatchResult,
     ) -> None:
-        """Counts `events`; `duplicates` (counted before, maybe by another group) count nothing, but
-        their tenants' counter thresholds are judged again on the current values: whoever counted
-        them may have judged with other triggers. (Not the plan and compliance transitions: those
-        follow the events themselves, and a replayed old transition must not open a new episode.)"""
-        revisit = [e for e in duplicates if e.event_type in domain.COUNTED]
-        live = {tenant_id for tenant_id, row in tenants.items() if row.status != _DELETED}
-        kept = [e for e in events if e.tenant_id in live]
-        revisit = [e for e in revisit if e.tenant_id in live]
-        result.unknown_tenant = len(events) - len(kept)
-        if not kept and not revisit:
-            return
-        batch = domain.aggregate(kept)
+        """Counts the fresh events of live tenants, `batch`; `revisit` (duplicates: counted before,
+        maybe by another group) count nothing, but their tenants' counter thresholds are judged again
+        on the current values: whoever counted them may have judged with other triggers. (Not the
+        plan and compliance transitions: those follow the events themselves, and a replayed old
+        transition must not open a new episode.)"""
         result.counted = batch.counted
-        result.applied = len(kept)
+        result.applied = applied
         await repository.add_daily(connection, batch.daily)
         totals = await repository.add_monthly(connection, batch.monthly)
         added = {(t, m) for t, m, _ in totals}
