@@ -303,5 +303,12 @@ def test_a_tally_is_the_aggregate_of_the_parsed_events_whenever_it_calls_itself_
     assert tally.ignored == sum(b"order.status_changed" in value for value in values)
     if tally.regular:
         assert tally.aggregate() == domain.aggregate(parsed)
-        assert tally.spans() == {key: (first, last) for key, (first, last) in spans.items()}
+        columns = tally.spans()
+        found = zip(columns.counters, columns.tenants, columns.firsts, columns.lasts, strict=True)
+        assert {(c, uuid.UUID(t)): (f, last) for c, t, f, last in found} == {
+            key: (first, last) for key, (first, last) in spans.items()
+        }
+        assert list(zip(columns.counters, columns.tenants, strict=True)) == sorted(
+            zip(columns.counters, columns.tenants, strict=True)
+        )
         assert tally.tenants() == sorted({e.tenant_id for e in parsed})

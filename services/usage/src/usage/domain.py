@@ -384,6 +384,14 @@ def aggregate(events: Iterable[Counted]) -> Aggregate:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class MarkColumns:
+    counters: list[str]
+    tenants: list[str]
+    firsts: list[int]
+    lasts: list[int]
+
+
 def _tenant_uuid(text: str) -> uuid.UUID:
     """The UUID of a canonical tenant id text (remembered: a tally names each tenant once per batch)."""
     found = _TENANT_IDS.get(text)
@@ -408,14 +416,12 @@ class Tally:
     """
 
     __slots__ = (
-        "_months",
         "_seen",
         "counted",
         "daily",
         "events",
         "ignored",
         "marks",
-        "monthly",
         "others",
         "product_delta",
         "regular",
@@ -425,7 +431,6 @@ class Tally:
 
     def __init__(self) -> None:
         self.daily: dict[tuple[str, date], list[int]] = {}  # [requests, products created, orders]
-        self.monthly: dict[tuple[str, date], int] = {}
         self.product_delta: dict[str, int] = {}
         self.marks: dict[tuple[str, str], list[int]] = {}  # (counter, tenant): [first, last] sequence
         self.seen_ids: list[str] = []  # ids of the events deduplicated by id (not numbered ones)
@@ -435,73 +440,98 @@ class Tally:
         self.events = 0  # events counted or followed
         self.ignored = 0  # events of types usage does not follow
         self.regular = True
-        self._months: dict[date, date] = {}
         self._seen: set[str] = set()
 
     def add_values(self, values: Iterable[bytes | None]) -> list[tuple[int, InvalidEvent]]:
         """Adds one partition's record values in offset order; returns (index, why) of those refused
-        (dead-lettered). The loop is the consumer's per-event cost: the numbered request counts, most
-        of the traffic, are handled inline; anything else goes through `parse` and `add`."""
+        (dead-lettered). The loop is the consumer's per-event cost: the well-formed counted events
+        (numbered request counts, products, orders) are handled inline, with the checks `parse`
+        makes; anything else goes through `parse` and `add`. (Monthly sums are derived from the
+        daily ones when the tally is folded: two dictionary updates fewer per event.)"""
         refused: list[tuple[int, InvalidEvent]] = []
         decode = _FAST_DECODER.decode
         match_id = _CANONICAL_UUID.fullmatch
         tenant_texts = _TENANT_TEXTS
         counter_ids = _COUNTER_IDS
         daily = self.daily
-        monthly = self.monthly
         marks = self.marks
-        months = self._months
+        seen = self._seen
+        seen_ids = self.seen_ids
+        product_delta = self.product_delta
         counted_requests = 0
         for index, value in enumerate(values):
             try:
                 envelope = decode(value) if value else None
             except msgspec.MsgspecError:
                 envelope = None
-            if envelope is not None and envelope.event_type == REQUESTS_COUNTED:
-                data = envelope.data
-                count = data.count
-                sequence = data.sequence
+            if envelope is not None:
+                kind = envelope.event_type
                 tenant = tenant_texts.get(envelope.tenant_id) or _checked_id(
                     tenant_texts, envelope.tenant_id, str.lower
                 )
-                counter = (
-                    counter_ids.get(data.counter_id) or _checked_id(counter_ids, data.counter_id, str.lower)
-                    if data.counter_id is not None
-                    else None
-                )
-                start = data.window_start
-                if (
-                    tenant is not None
-                    and counter is not None
-                    and sequence is not None
-                    and sequence >= 1
-                    and count is not None
-                    and count >= 0
-                    and start is not None
-                    and start.tzinfo is UTC
-                    and match_id(envelope.event_id) is not None
-                ):
-                    counted_requests += 1
-                    key = (counter, tenant)
-                    span = marks.get(key)
-                    if span is None:
-                        marks[key] = [sequence, sequence]
-                    elif sequence > span[1]:
-                        span[1] = sequence
-                    else:
-                        self.regular = False
-                    if count:
-                        day = start.date()
-                        counts = daily.get((tenant, day))
-                        if counts is None:
-                            daily[(tenant, day)] = [count, 0, 0]
+                if kind == REQUESTS_COUNTED:
+                    data = envelope.data
+                    count = data.count
+                    sequence = data.sequence
+                    counter = (
+                        counter_ids.get(data.counter_id)
+                        or _checked_id(counter_ids, data.counter_id, str.lower)
+                        if data.counter_id is not None
+                        else None
+                    )
+                    start = data.window_start
+                    if (
+                        tenant is not None
+                        and counter is not None
+                        and sequence is not None
+                        and sequence >= 1
+                        and count is not None
+                        and count >= 0
+                        and start is not None
+                        and start.tzinfo is UTC
+                        and match_id(envelope.event_id) is not None
+                    ):
+                        counted_requests += 1
+                        key = (counter, tenant)
+                        span = marks.get(key)
+                        if span is None:
+                            marks[key] = [sequence, sequence]
+                        elif sequence > span[1]:
+                            span[1] = sequence
                         else:
-                            counts[0] += count
-                        month = months.get(day)
-                        if month is None:
-                            month = months[day] = month_of(day)
-                        monthly[(tenant, month)] = monthly.get((tenant, month), 0) + count
-                    continue
+                            self.regular = False
+                        if count:
+                            day_key = (tenant, start.date())
+                            counts = daily.get(day_key)
+                            if counts is None:
+                                daily[day_key] = [count, 0, 0]
+                            else:
+                                counts[0] += count
+                        continue
+                elif kind in _FAST_OTHERS and tenant is not None:
+                    event_id = envelope.event_id
+                    day = _utc_day(envelope.occurred_at)
+                    if day is not None and match_id(event_id) is not None:
+                        event_id = event_id.lower()
+                        if event_id in seen:
+                            self.regular = False
+                        seen.add(event_id)
+                        seen_ids.append(event_id)
+                        self.events += 1
+                        self.counted[kind] = self.counted.get(kind, 0) + 1
+                        if kind == PRODUCT_DELETED:
+                            product_delta[tenant] = product_delta.get(tenant, 0) - 1
+                            continue
+                        day_key = (tenant, day)
+                        counts = daily.get(day_key)
+                        if counts is None:
+                            counts = daily[day_key] = [0, 0, 0]
+                        if kind == PRODUCT_CREATED:
+                            counts[1] += 1
+                            product_delta[tenant] = product_delta.get(tenant, 0) + 1
+                        else:
+                            counts[2] += 1
+                        continue
             # Everything else (other types, an unnumbered window, another zone, anything
             # malformed): the one-event path.
             try:
@@ -543,8 +573,6 @@ class Tally:
                 self.others.add(tenant)
                 return
             self._day(tenant, event.day)[0] += event.requests
-            month = month_of(event.day)
-            self.monthly[(tenant, month)] = self.monthly.get((tenant, month), 0) + event.requests
         elif kind == PRODUCT_CREATED:
             self._day(tenant, event.day)[1] += 1
             self.product_delta[tenant] = self.product_delta.get(tenant, 0) + 1
@@ -574,15 +602,33 @@ class Tally:
             daily=[
                 (_tenant_uuid(t), d, DayCounts(c[0], c[1], c[2])) for (t, d), c in sorted(self.daily.items())
             ],
-            monthly=[(_tenant_uuid(t), m, n) for (t, m), n in sorted(self.monthly.items())],
+            monthly=[(_tenant_uuid(t), m, n) for (t, m), n in sorted(self._monthly().items())],
             product_delta={_tenant_uuid(t): n for t, n in self.product_delta.items()},
             states={_tenant_uuid(t): events for t, events in self.states.items()},
             counted=dict(self.counted),
         )
 
-    def spans(self) -> dict[tuple[str, uuid.UUID], tuple[int, int]]:
-        """Each (counter, tenant)'s first and last sequence in the batch."""
-        return {(c, _tenant_uuid(t)): (span[0], span[1]) for (c, t), span in self.marks.items()}
+    def _monthly(self) -> dict[tuple[str, date], int]:
+        months: dict[date, date] = {}
+        monthly: dict[tuple[str, date], int] = {}
+        for (tenant, day), counts in self.daily.items():
+            if counts[0]:
+                month = months.get(day)
+                if month is None:
+                    month = months[day] = month_of(day)
+                monthly[(tenant, month)] = monthly.get((tenant, month), 0) + counts[0]
+        return monthly
+
+    def spans(self) -> MarkColumns:
+        """Each (counter, tenant)'s first and last sequence in the batch, as columns in key order
+        (ids as canonical text: PostgreSQL casts them)."""
+        ordered = sorted(self.marks.items())
+        return MarkColumns(
+            counters=[c for (c, _), _ in ordered],
+            tenants=[t for (_, t), _ in ordered],
+            firsts=[span[0] for _, span in ordered],
+            lasts=[span[1] for _, span in ordered],
+        )
 
 
 # Thresholds ------------------------------------------------------------------------------------

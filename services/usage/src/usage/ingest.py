@@ -54,7 +54,8 @@ log = structlog.get_logger("usage.ingest")
 
 Fetched = dict[TopicPartition, list[ConsumerRecord]]
 _LAG_INTERVAL_SECONDS = 15.0
-_FETCH_RECORDS = 5000  # per getmany; a batch gathers several
+_FETCH_RECORDS = 2000  # per getmany (aiokafka makes them in one go); a batch gathers several
+_SLICE = 1000  # records parsed between two turns of the event loop
 
 
 class Record(NamedTuple):
@@ -88,29 +89,37 @@ class Gathered:
         # Not tallying: each record's event (None: not counted), as the exact form holds them.
         self._events: dict[TopicPartition, list[Counted | None]] | None = None if tallying else {}
 
-    def add(self, fetched: Fetched) -> None:
-        for tp, records in fetched.items():
-            if not records:
-                continue
-            offsets = [record.offset for record in records]
-            values = [record.value for record in records]
-            self._offsets.setdefault(tp, []).extend(offsets)
-            self._keys.setdefault(tp, []).extend([record.key for record in records])
-            self._values.setdefault(tp, []).extend(values)
-            self.size += len(records)
-            first = self.spans[tp][0] if tp in self.spans else offsets[0]
-            self.spans[tp] = (first, offsets[-1])
-            if self._events is None:
-                ignored = self.tally.ignored
-                refused = self.tally.add_values(values)
-                self.ignored += self.tally.ignored - ignored
-            else:
-                refused = self._parse(values, self._events.setdefault(tp, []))
-            for index, refusal in refused:
-                record = records[index]
-                self.invalid.append(
-                    (Record(tp.topic, tp.partition, record.offset, record.key, record.value), refusal)
-                )
+    async def add(self, fetched: Fetched) -> None:
+        """Parses in slices, letting the event loop run between them: the previous batch's
+        transaction waits for the loop at each of its statements, and would otherwise wait behind
+        a whole fetch's parse each time."""
+        for tp, all_records in fetched.items():
+            for start in range(0, len(all_records), _SLICE):
+                await asyncio.sleep(0)
+                self._add(tp, all_records[start : start + _SLICE])
+
+    def _add(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        if not records:
+            return
+        offsets = [record.offset for record in records]
+        values = [record.value for record in records]
+        self._offsets.setdefault(tp, []).extend(offsets)
+        self._keys.setdefault(tp, []).extend([record.key for record in records])
+        self._values.setdefault(tp, []).extend(values)
+        self.size += len(records)
+        first = self.spans[tp][0] if tp in self.spans else offsets[0]
+        self.spans[tp] = (first, offsets[-1])
+        if self._events is None:
+            ignored = self.tally.ignored
+            refused = self.tally.add_values(values)
+            self.ignored += self.tally.ignored - ignored
+        else:
+            refused = self._parse(values, self._events.setdefault(tp, []))
+        for index, refusal in refused:
+            record = records[index]
+            self.invalid.append(
+                (Record(tp.topic, tp.partition, record.offset, record.key, record.value), refusal)
+            )
 
     def _parse(
         self, values: list[bytes | None], events: list[Counted | None]
@@ -250,8 +259,8 @@ class AggregatingConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self._fetch_wait_ms,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=1024 * 1024,
+            fetch_max_bytes=8 * 1024 * 1024,
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
@@ -335,7 +344,7 @@ class AggregatingConsumer:
                         self.first_fetch_at = time.perf_counter()
                     if gathered is None:
                         gathered = Gathered(tallying=self._expect_fresh)
-                    gathered.add(fetched)
+                    await gathered.add(fetched)
                 if pending is not None and (pending.done() or room <= 0):
                     applied = await pending
                     pending = None

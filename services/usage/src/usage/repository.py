@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from usage.domain import INT32_MAX, Crossing, DayCounts, LevelState, PlanLimits
+from usage.domain import INT32_MAX, Crossing, DayCounts, LevelState, MarkColumns, PlanLimits
 
 Partition = tuple[str, int]
 
@@ -164,21 +164,18 @@ _CLAIM_FRESH = text(
 )
 
 
-async def claim_fresh(
-    connection: AsyncConnection, spans: Mapping[CounterKey, tuple[int, int]], event_ids: Sequence[str]
-) -> bool:
+async def claim_fresh(connection: AsyncConnection, spans: MarkColumns, event_ids: Sequence[str]) -> bool:
     """Moves each (counter, tenant)'s mark to its last sequence and records the event ids, if the
     batch is fresh: every first sequence above its mark, no id recorded before. False: nothing
     written."""
-    ordered = sorted(spans.items(), key=lambda item: (item[0][0], item[0][1].int))
     fresh = (
         await connection.execute(
             _CLAIM_FRESH,
             {
-                "c": [c for (c, _), _ in ordered],
-                "t": [t for (_, t), _ in ordered],
-                "f": [first for _, (first, _) in ordered],
-                "l": [last for _, (_, last) in ordered],
+                "c": spans.counters,
+                "t": spans.tenants,
+                "f": spans.firsts,
+                "l": spans.lasts,
                 "ids": sorted(set(event_ids)),
             },
         )
