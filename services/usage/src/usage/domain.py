@@ -393,13 +393,9 @@ class MarkColumns:
 
 
 def _tenant_uuid(text: str) -> uuid.UUID:
-    """The UUID of a canonical tenant id text (remembered: a tally names each tenant once per batch)."""
-    found = _TENANT_IDS.get(text)
-    if found is None:
-        found = uuid.UUID(text)
-        if len(_TENANT_IDS) >= _IDS_MAX:
-            _TENANT_IDS.clear()
-        _TENANT_IDS[text] = found
+    """The UUID of a canonical tenant id text (from the same bounded cache as the ids as sent)."""
+    found = _checked_id(_TENANT_IDS, text, uuid.UUID)
+    assert found is not None, text  # a tally's keys are checked texts
     return found
 
 

@@ -68,6 +68,18 @@ class Record(NamedTuple):
     value: bytes | None
 
 
+def _parse_each(values: list[bytes | None], events: list[Counted | None]) -> list[tuple[int, InvalidEvent]]:
+    """Appends each value's event (None: not counted, or refused); returns (index, why) of the refused."""
+    refused: list[tuple[int, InvalidEvent]] = []
+    for index, value in enumerate(values):
+        try:
+            events.append(domain.parse(value))
+        except InvalidEvent as refusal:
+            refused.append((index, refusal))
+            events.append(None)
+    return refused
+
+
 class Gathered:
     """The records of a batch, as they are fetched: tallied (no object per event; the exact form is
     parsed again only if the tally cannot be applied), or, when the previous batch was not fresh
@@ -124,16 +136,8 @@ class Gathered:
     def _parse(
         self, values: list[bytes | None], events: list[Counted | None]
     ) -> list[tuple[int, InvalidEvent]]:
-        refused: list[tuple[int, InvalidEvent]] = []
-        for index, value in enumerate(values):
-            try:
-                event = domain.parse(value)
-            except InvalidEvent as refusal:
-                refused.append((index, refusal))
-                event = None
-            else:
-                self.ignored += event is None
-            events.append(event)
+        refused = _parse_each(values, events)
+        self.ignored += sum(event is None for event in events[len(events) - len(values) :]) - len(refused)
         return refused
 
     def exact(self) -> ExactBatch:
@@ -144,11 +148,7 @@ class Gathered:
                 events: list[Counted | None] = self._events[tp]
             else:
                 events = []
-                for value in self._values[tp]:
-                    try:
-                        events.append(domain.parse(value))
-                    except InvalidEvent:
-                        events.append(None)
+                _parse_each(self._values[tp], events)
             batch[(tp.topic, tp.partition)] = list(zip(offsets, events, strict=True))
         return batch
 

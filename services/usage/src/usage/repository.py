@@ -176,7 +176,7 @@ async def claim_fresh(connection: AsyncConnection, spans: MarkColumns, event_ids
                 "t": spans.tenants,
                 "f": spans.firsts,
                 "l": spans.lasts,
-                "ids": sorted(set(event_ids)),
+                "ids": list(event_ids),  # distinct in a fresh batch; the statement orders them
             },
         )
     ).scalar_one()
