@@ -178,6 +178,16 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._owner.seek_to_stored(list(assigned))
 
 
+def _pause(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+    """aiokafka ends the rebalance (getmany returns records again) before it awaits this listener,
+    and meanwhile positions the new partitions at the group's reset (the beginning: no offset is
+    committed to Kafka). Unpaused while the stored offsets are read, they fetched old records that
+    every first batch after a start or rebalance then read, dropped as below the stored offset,
+    and applied event by event. Paused, aiokafka discards what it fetched for them."""
+    with contextlib.suppress(Exception):  # revoked meanwhile: nothing to pause
+        consumer.pause(*partitions)
+
+
 class AggregatingConsumer:
     def __init__(
         self,
@@ -293,6 +303,14 @@ class AggregatingConsumer:
         consumer = self._consumer
         if consumer is None or not partitions:
             return
+        _pause(consumer, partitions)
+        try:
+            await self._seek_to_stored(consumer, partitions)
+        finally:
+            with contextlib.suppress(Exception):
+                consumer.resume(*partitions)
+
+    async def _seek_to_stored(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         stored: dict[Partition, int] = {}
         for attempt in range(1, 4):
