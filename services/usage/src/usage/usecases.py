@@ -96,6 +96,13 @@ class UsageService:
 
     # The consumer's unit of work ---------------------------------------------------------------
 
+    async def warm_up(self, group_id: str) -> None:
+        """Readies a pooled connection for the first batch (repository.warm_up, the plans' limits
+        loaded); rolled back, though nothing is written."""
+        async with self._db.unit_of_work() as uow:
+            await repository.warm_up(uow.connection, group_id)
+            await self._limits(uow.connection)
+
     async def stored_offsets(self, group_id: str, partitions: Sequence[Partition]) -> dict[Partition, int]:
         async with self._db.unit_of_work(readonly=True) as uow:
             return await repository.read_offsets(uow.connection, group_id, partitions)
