@@ -3,6 +3,7 @@ day and month, malformed ones go to the DLQ while the consumer goes on; the API 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import uuid
@@ -10,6 +11,7 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from events import dead_letter, topics
 from events.thresholds import Triggers
 from servicekit.platform import PlatformDB
@@ -311,3 +313,43 @@ async def test_a_tallied_batch_counts_as_the_same_batch_decided_event_by_event(
             assert await counts_of(stack_env, tenant_id) == counts[tenant_id]
     finally:
         await db.close()
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_group_starts_at_its_stored_offsets_without_reading_what_lies_before(
+    stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiokafka ends a rebalance (getmany returns records again) before it awaits the listener that
+    seeks to the offsets stored with the counts, and meanwhile positions the partitions at the group's
+    reset, the beginning. Unless they wait paused, the first batches read older records only to drop
+    them as below the stored offset, and the batches after go event by event. The stored offsets are
+    read slowly here (a database slow to answer, a pool opening its first connection), as they were
+    in the benchmark before the fix: every start read 2,000 old records."""
+    read_offsets = UsageService.stored_offsets
+
+    async def slowly(self: UsageService, group_id: str, partitions: Any) -> Any:
+        await asyncio.sleep(1.0)
+        return await read_offsets(self, group_id, partitions)
+
+    monkeypatch.setattr(UsageService, "stored_offsets", slowly)
+    bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
+    now = datetime.now(UTC)
+    # Records before the stored offsets on every partition (the topics may be fresh).
+    await publish(bootstrap, mixed_events(await new_tenants(stack_env, 12), now))
+    mark = await end_offsets(bootstrap)
+    tenants = await new_tenants(stack_env, 3)
+    events = mixed_events(tenants, now)
+    await publish(bootstrap, events)
+    below = _sample("usage_events_skipped_total", {"reason": "below_offset"})
+    exact = _sample("usage_batches_total", {"path": "exact"})
+    async with usage_app(stack_env, start_at=mark) as (app, _):
+        await wait_consumed(stack_env, app.state.settings.usage_group_id)
+        for tenant_id in tenants:
+            assert await counts_of(stack_env, tenant_id) == expected_counts(events, tenant_id, now.date())
+    assert _sample("usage_events_skipped_total", {"reason": "below_offset"}) == below
+    assert _sample("usage_batches_total", {"path": "exact"}) == exact
