@@ -22,6 +22,7 @@ from typing import Generic, Protocol, TypeVar
 
 import structlog
 import uvicorn
+from events import kafka_backoff
 from events.dead_letter import DeadLetter
 from events.envelope import Envelope
 from events.relay import OutboxRelay
@@ -80,7 +81,9 @@ U = TypeVar("U")
 def build_broker(bootstrap_servers: str, *, service: str) -> KafkaBroker:
     """Idempotent acks=all producer; offsets committed only after the handler (and its transaction)
     finished or the message is in `<topic>.dlq`; transient failures hold the partition and are retried
-    for as long as they last, permanent ones dead-lettered (events.dead_letter)."""
+    for as long as they last, permanent ones dead-lettered (events.dead_letter). Every aiokafka client
+    of the process backs off while no broker answers (events.kafka_backoff)."""
+    kafka_backoff.install()
     return KafkaBroker(
         bootstrap_servers,
         client_id=service,

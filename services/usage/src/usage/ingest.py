@@ -38,7 +38,7 @@ from aiokafka import (
     ConsumerRebalanceListener,
     TopicPartition,
 )
-from events import dead_letter
+from events import dead_letter, kafka_backoff
 from events.failures import Failure, InvalidEvent, classify
 from events.lag import CONSUMER_LAG
 from events.raw_records import RecordLike, raw_values
@@ -262,6 +262,7 @@ class AggregatingConsumer:
         await self._close()
 
     async def _connect(self) -> None:
+        kafka_backoff.install()  # no refresh loop without pause while the brokers are down
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=self.group_id,
