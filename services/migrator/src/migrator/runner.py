@@ -789,7 +789,8 @@ class Move:
         else:
             writer = await self.source.connect_writer()
             try:
-                while await moves.delete_tenant_batch(writer, self.source, 1000):
+                after: dict[str, uuid.UUID] = {}
+                while await moves.delete_tenant_batch(writer, self.source, 1000, after):
                     pass
             finally:
                 await writer.close()
