@@ -270,7 +270,7 @@ def _migrator_process(env: Mapping[str, str], log_dir: Path) -> Iterator[str]:
         "SHARED_DATABASE_URL": env["MIGRATOR_SHARED_DATABASE_URL"],
         "HOST": "127.0.0.1",
         "PORT": str(port),
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": os.environ.get("MIGRATOR_BENCH_LOG_LEVEL", "WARNING"),
         "MIGRATOR_CLEANUP_DELAY_SECONDS": "0",
         "MIGRATOR_POLL_INTERVAL_SECONDS": "0.1",
         "PLACEMENT_AUTO_ENABLED": "false",  # only the benchmark's own moves

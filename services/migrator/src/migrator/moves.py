@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import asyncpg
 from tenantschema.render import quote_ident
@@ -306,6 +306,12 @@ async def _stream(
     return int(status.split()[-1])
 
 
+class Chunk(NamedTuple):
+    upper: uuid.UUID | None  # the chunk's last key (None: nothing left)
+    written: int
+    full: bool  # `rows` keys found: more may follow (otherwise this was the table's last chunk)
+
+
 async def copy_chunk(
     reader: asyncpg.Connection,
     writer: asyncpg.Connection,
@@ -314,17 +320,20 @@ async def copy_chunk(
     table: str,
     after: uuid.UUID,
     rows: int,
-) -> tuple[uuid.UUID | None, int]:
-    """Copy the next `rows` keys after `after`: returns the chunk's last key (None: nothing left) and
-    the rows written. The target's range (after, last] is replaced, so a repeated chunk is harmless."""
+) -> Chunk:
+    """Copy the next `rows` keys after `after`. The target's range (after, upper] is replaced, so a
+    repeated chunk is harmless. A chunk of fewer keys is the table's last: a row written after its
+    keys were read is in the capture, which was installed before the copy began."""
     async with tenant_transaction(reader, source):
-        upper: uuid.UUID | None = await reader.fetchval(
-            f"SELECT {_LAST_ID} FROM (SELECT id FROM {table} WHERE {source.tenant_filter} AND id > $1 "
-            f"ORDER BY id LIMIT {int(rows)}) chunk",
+        found = await reader.fetchrow(
+            f"SELECT {_LAST_ID} AS upper, count(*) AS keys FROM (SELECT id FROM {table} "
+            f"WHERE {source.tenant_filter} AND id > $1 ORDER BY id LIMIT {int(rows)}) chunk",
             after,
         )
+    assert found is not None
+    upper: uuid.UUID | None = found["upper"]
     if upper is None:
-        return None, 0
+        return Chunk(None, 0, False)
     query = (
         f"SELECT {_column_list(table)} FROM {table} WHERE {source.tenant_filter} "
         "AND id > $1 AND id <= $2 ORDER BY id"
@@ -336,7 +345,7 @@ async def copy_chunk(
             upper,
         )
         written = await _stream(reader, source, writer, table, query, after, upper)
-    return upper, written
+    return Chunk(upper, written, found["keys"] >= rows)
 
 
 # ---------------------------------------------------------------- catch-up

@@ -469,7 +469,8 @@ class Move:
             if not tables:
                 for table in TENANT_TABLES:
                     total = await moves.count_rows(reader, self.source, table)
-                    tables[table] = {"rows": 0, "total": total, "last_id": None, "done": False}
+                    # An empty table is done: a row written to it from now on is in the capture.
+                    tables[table] = {"rows": 0, "total": total, "last_id": None, "done": total == 0}
                 await self.save(progress={"tables": tables, "copy_started_at": time.time()})
             started = time.monotonic()
             copied = 0
@@ -477,7 +478,7 @@ class Move:
                 state = dict(tables[table])
                 while not state["done"]:
                     after = uuid.UUID(state["last_id"]) if state["last_id"] else ZERO_ID
-                    upper, written = await moves.copy_chunk(
+                    upper, written, full = await moves.copy_chunk(
                         reader,
                         writer,
                         self.source,
@@ -491,6 +492,7 @@ class Move:
                         state["done"] = True
                     else:
                         state["last_id"] = str(upper)
+                        state["done"] = not full
                         state["rows"] += written
                         copied += written
                         metrics.ROWS_COPIED.labels("copy").inc(written)
