@@ -69,3 +69,4 @@ def kafka_bootstrap(stack_env: dict[str, str]) -> str:
 
 
 from tests.support.databases import fresh_database  # noqa: E402, F401  (a fixture for every tier)
+from tests.support.processes import isolated  # noqa: E402, F401  (a stack of a module's own)

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 from devstack.services import database_env
 from devstack.stack import parse_env_file
 
@@ -195,3 +196,14 @@ class IsolatedStack:
     def start_again(self) -> None:
         """`devstack up`: starts what is stopped, waits until it answers (Kafka: topics in place)."""
         self._devstack("up")
+
+
+@pytest.fixture(scope="module")
+def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IsolatedStack]:
+    """A stack of the test module's own (IsolatedStack), up for the module, down after it."""
+    stack = IsolatedStack(tmp_path_factory.mktemp("isolated"))
+    stack.up()
+    try:
+        yield stack
+    finally:
+        stack.down()

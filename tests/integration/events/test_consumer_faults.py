@@ -16,7 +16,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -48,16 +48,6 @@ from tests.support.relay import relay_settings
 pytestmark = pytest.mark.slow
 
 TENANT = "X-Tenant-ID"
-
-
-@pytest.fixture(scope="module")
-def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IsolatedStack]:
-    stack = IsolatedStack(tmp_path_factory.mktemp("isolated"))
-    stack.up()
-    try:
-        yield stack
-    finally:
-        stack.down()
 
 
 def _common(stack: IsolatedStack) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,6 @@ from tests.support.processes import IsolatedStack
 pytestmark = pytest.mark.slow
 
 OUTAGE_SECONDS = 5.0
-
-
-@pytest.fixture(scope="module")
-def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IsolatedStack]:
-    stack = IsolatedStack(tmp_path_factory.mktemp("isolated"))
-    stack.up()
-    try:
-        yield stack
-    finally:
-        stack.down()
 
 
 async def test_postgres_then_kafka_stopped_mid_backlog_counts_exactly(
