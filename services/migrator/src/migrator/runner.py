@@ -251,6 +251,77 @@ class Runner:
                 existing.discard(database)
 
 
+class EarlyVerify:
+    """Each chunk of the copy compared with its source range as soon as it is copied, while the next
+    chunk copies (the copy keeps one core busy on the target; the comparison reads both sides), one
+    comparison in flight at a time. A table counts as verified only if this process compared every
+    chunk of it from its first and found each equal; anything else (a resumed table, a difference,
+    which a write during the copy makes likely, an error) leaves it to the full verification. A
+    change after a chunk's comparison is in the capture, and the catch-up that applies it puts its
+    key in `unverified`, checked inside the freeze."""
+
+    def __init__(self, move: Move) -> None:
+        self._move = move
+        self._task: asyncio.Task[None] | None = None
+        self._eligible: set[str] = set()
+        self._failed: set[str] = set()
+        self._chunks = 0
+
+    def begin(self, table: str, state: dict[str, Any]) -> None:
+        if state["last_id"] is None and not state["done"]:
+            self._eligible.add(table)
+
+    async def compare(self, table: str, after: uuid.UUID, upper: uuid.UUID) -> None:
+        if table not in self._eligible or table in self._failed:
+            return
+        await self._wait()
+        self._task = asyncio.create_task(self._compare(table, after, upper))
+
+    async def _compare(self, table: str, after: uuid.UUID, upper: uuid.UUID) -> None:
+        move = self._move
+        source = target = None
+        try:
+            source = await move._connection("verify_source")
+            target = await move._connection("target_reader")
+            left, right = await asyncio.gather(
+                moves.range_sum(source, move.source, table, after, upper),
+                moves.range_sum(target, move.target, table, after, upper),
+            )
+        except Exception as error:
+            move.log.warning("copy: chunk not compared", table=table, error=repr(error)[:300])
+            self._failed.add(table)
+            for connection in (source, target):
+                if connection is not None:
+                    move._forget_broken(connection)
+            return
+        self._chunks += 1
+        if (left.rows, left.digest) != (right.rows, right.digest):
+            self._failed.add(table)
+
+    async def _wait(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            await task
+
+    async def finish(self) -> tuple[set[str], int]:
+        """(the tables verified chunk by chunk, the chunks compared)."""
+        await self._wait()
+        return self._eligible - self._failed, self._chunks
+
+    async def stop(self) -> None:
+        """The copy ended otherwise (a cancel, an error): a comparison in flight is abandoned, and a
+        connection it left inside a transaction is not used again."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+            for role in ("verify_source", "target_reader"):
+                connection = self._move._connections.get(role)
+                if connection is not None:
+                    self._move._forget_broken(connection)
+
+
 class Move:
     """One migration's run through its phases."""
 
@@ -264,6 +335,11 @@ class Move:
         # Keys applied since the full verification: verified again inside the freeze.
         self.unverified: set[tuple[str, uuid.UUID]] = set()
         self.verified_here = False  # `unverified` is complete only after a verification in this run
+        # Tables whose every chunk this process compared with its source range right after copying
+        # it (EarlyVerify): the full verification skips them, and keeps what was applied to them
+        # since in `unverified`.
+        self.early_verified: set[str] = set()
+        self.early_chunks = 0
         self.row: Row[Any] | None = None
         self._connections: dict[str, asyncpg.Connection] = {}
         self.source: Endpoint
@@ -273,13 +349,13 @@ class Move:
     # ------------------------------------------------------------ connections
 
     async def _connection(
-        self, role: Literal["source_reader", "target_reader", "target_writer"]
+        self, role: Literal["source_reader", "target_reader", "target_writer", "verify_source"]
     ) -> asyncpg.Connection:
         """The move's own connections, opened once (a connection costs a TCP + SCRAM round trip set,
         which inside the freeze would be most of it) and opened again only after one broke."""
         connection = self._connections.get(role)
         if connection is None or connection.is_closed():
-            if role == "source_reader":
+            if role in ("source_reader", "verify_source"):
                 connection = await self.source.connect_reader()
             elif role == "target_reader":
                 connection = await self.target.connect_reader()
@@ -464,6 +540,7 @@ class Move:
     async def copy(self) -> None:
         reader = await self._connection("source_reader")
         writer = await self._connection("target_writer")
+        early = EarlyVerify(self)
         try:
             tables: dict[str, Any] = dict(self.progress.get("tables") or {})
             if not tables:
@@ -476,6 +553,7 @@ class Move:
             copied = 0
             for table in TENANT_TABLES:
                 state = dict(tables[table])
+                early.begin(table, state)
                 while not state["done"]:
                     after = uuid.UUID(state["last_id"]) if state["last_id"] else ZERO_ID
                     upper, written, full = await moves.copy_chunk(
@@ -491,6 +569,7 @@ class Move:
                     if upper is None:
                         state["done"] = True
                     else:
+                        await early.compare(table, after, upper)
                         state["last_id"] = str(upper)
                         state["done"] = not full
                         state["rows"] += written
@@ -503,7 +582,9 @@ class Move:
                     )
                     if saved.progress.get("cancel_requested"):
                         raise Cancelled()
+            self.early_verified, self.early_chunks = await early.finish()
         finally:
+            await early.stop()
             self._forget_broken(reader)
             self._forget_broken(writer)
         await self.advance("catch_up", {"copy_finished_at": time.time()})
@@ -568,14 +649,17 @@ class Move:
         to compare again inside the freeze. Returns the summary recorded in `progress`."""
         await self._catch_up_until(self.settings.migrator_catch_up_target_lag)
         # From here on, what the catch-up applies and what a pass finds pending is verified again,
-        # by key, inside the freeze.
-        self.unverified.clear()
+        # by key, inside the freeze; for a table compared during the copy, everything applied to it
+        # since its comparison too (it is not compared again here).
+        self.unverified = {(table, key) for table, key in self.unverified if table in self.early_verified}
         source_conn = await self._connection("source_reader")
         target_conn = await self._connection("target_reader")
-        total_chunks = 0
+        total_chunks = self.early_chunks
         total_mismatches = 0
         try:
-            pending: dict[str, list[tuple[uuid.UUID, uuid.UUID | None]] | None] = dict.fromkeys(TENANT_TABLES)
+            pending: dict[str, list[tuple[uuid.UUID, uuid.UUID | None]] | None] = dict.fromkeys(
+                table for table in TENANT_TABLES if table not in self.early_verified
+            )
             for verify_pass in range(VERIFY_PASSES):
                 mismatched: dict[str, list[tuple[uuid.UUID, uuid.UUID | None]] | None] = {}
                 for table, ranges in pending.items():

@@ -1,0 +1,79 @@
+"""The copy's chunk-by-chunk comparison (runner.EarlyVerify) lets the full verification skip a table,
+so what changes in such a table after its chunks were compared must still be checked, inside the
+freeze. Here a product in a compared chunk changes on the source during the copy, and the catch-up's
+first application of it is sabotaged (the target gets another value, as a faulty apply would write):
+only the freeze's check by key can see it. The cutover aborts on it, the key is applied again, and
+the move completes with the tenant equal on both sides."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+from migrator import moves
+from migrator.app import create_app
+
+from tests.integration.migrator.conftest import endpoint, migrator_settings, seed_shared, wait_for
+from tests.integration.tenantdb.conftest import MakeTenant
+from tests.support.apps import serve
+
+
+async def test_a_row_changed_after_its_chunk_was_compared_is_checked_in_the_freeze(
+    stack_env: dict[str, str], make_tenant: MakeTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant_id = await make_tenant("shared")
+    await seed_shared(stack_env, tenant_id, products=40)
+    source = endpoint(stack_env, tenant_id, "shared")
+    target = endpoint(stack_env, tenant_id, "dedicated")
+    changed: dict[str, Any] = {}
+    copy_chunk, apply_keys = moves.copy_chunk, moves.apply_keys
+
+    async def copying(
+        reader: Any, writer: Any, src: Any, dst: Any, table: str, after: uuid.UUID, rows: int
+    ) -> Any:
+        chunk = await copy_chunk(reader, writer, src, dst, table, after, rows)
+        if table == "products" and "id" not in changed and after != moves.ZERO_ID:
+            # The first chunk was compared before this one's comparison could start: change a row of it.
+            owner = await asyncpg.connect(source.owner_url)
+            try:
+                async with owner.transaction():
+                    await owner.execute(
+                        "SELECT set_config('app.current_tenant_id', $1, true)", str(tenant_id)
+                    )
+                    changed["id"] = await owner.fetchval(
+                        "UPDATE products SET name = 'changed after its chunk was compared' WHERE id = "
+                        "(SELECT id FROM products WHERE tenant_id = $1 ORDER BY id LIMIT 1) RETURNING id",
+                        tenant_id,
+                    )
+            finally:
+                await owner.close()
+        return chunk
+
+    async def applying(reader: Any, writer: Any, src: Any, dst: Any, keys: dict[str, set[uuid.UUID]]) -> int:
+        written = await apply_keys(reader, writer, src, dst, keys)
+        if changed.get("id") in keys.get("products", set()) and not changed.get("sabotaged"):
+            changed["sabotaged"] = True
+            async with moves.tenant_transaction(writer, dst):
+                await writer.execute(
+                    "UPDATE products SET name = 'a faulty apply' WHERE id = $1", changed["id"]
+                )
+        return written
+
+    monkeypatch.setattr(moves, "copy_chunk", copying)
+    monkeypatch.setattr(moves, "apply_keys", applying)
+    async with serve(create_app(migrator_settings(stack_env))) as client:
+        made = await client.post("/v1/migrations", json={"tenant_id": str(tenant_id)})
+        assert made.status_code == 202, made.text
+        done = await wait_for(client, made.json()["id"], {"completed", "failed", "cancelled"})
+    assert done["status"] == "completed", done
+    assert changed.get("sabotaged"), "the changed row was never applied by the catch-up"
+    assert done["cutover_attempts"] >= 1
+    assert done["progress"]["last_cutover_abort"].startswith("verify")
+    connection = await target.connect_reader()
+    try:
+        name = await connection.fetchval("SELECT name FROM products WHERE id = $1", changed["id"])
+    finally:
+        await connection.close()
+    assert name == "changed after its chunk was compared"
