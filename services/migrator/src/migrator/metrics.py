@@ -20,7 +20,10 @@ FREEZE_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
 )
 VERIFY_MISMATCHES = Counter(
-    "migrator_verify_mismatches_total", "Chunks or keys whose source and target differed", ["stage"]
+    "migrator_verify_mismatches_total",
+    "Chunks or keys whose source and target differed, by stage: copy (a chunk compared right after its "
+    "copy), full, cutover (a key inside the freeze)",
+    ["stage"],
 )
 CUTOVER_ABORTS = Counter(
     "migrator_cutover_aborts_total", "Cutover attempts released without a flip", ["reason"]
