@@ -320,6 +320,7 @@ class TenantDB:
         waiting_since: float | None = None
         rerouted = False
         reconnected = False  # retried once already after a dead connection
+        rerouted_gone = False  # re-read the directory once already after a dedicated database was gone
         backoff = _BACKOFF_FIRST
         probing: _HeldTenant | None = None  # set while this write probes the lock for its tenant
         try:
@@ -338,7 +339,17 @@ class TenantDB:
                     _available(placement)
                 shared = placement.is_shared
                 cache = self._shared_cache if shared else self._dedicated_cache(placement)
-                connection = await _connect(cache, placement)
+                try:
+                    connection = await _connect(cache, placement)
+                except sqlalchemy.exc.DBAPIError as error:
+                    if shared or rerouted_gone or not _database_gone(error):
+                        raise
+                    # A stale route to a dedicated database that is gone: a move away from it was
+                    # cleaned up (its database and role dropped) before this process heard of the
+                    # move. Nothing began; re-read the directory and go where the tenant is now.
+                    self.directory.invalidate(tenant_id, reason="gone")
+                    rerouted_gone = True
+                    continue
                 # Checked out already: reading it needs no I/O, so no greenlet hop (get_raw_connection has).
                 driver: Any = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
                 if readonly:
@@ -451,6 +462,25 @@ async def _connect(cache: ConnectionCache, placement: Placement) -> AsyncConnect
         return await cache.acquire()
     except sqlalchemy.exc.TimeoutError:
         raise PoolExhausted(placement.tenant_type, time.perf_counter() - started) from None
+
+
+# A login refused because the role is gone (28P01, 28000) or the database is (3D000).
+_GONE_SQLSTATES = frozenset({"28P01", "28000", "3D000"})
+
+
+def _database_gone(error: sqlalchemy.exc.DBAPIError) -> bool:
+    """Whether the error, or one it wraps (SQLAlchemy's `orig`, asyncpg's cause), is such a refusal."""
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        item = pending.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if getattr(item, "sqlstate", None) in _GONE_SQLSTATES:
+            return True
+        pending += [getattr(item, "orig", None), item.__cause__]
+    return False
 
 
 def _broken(error: Exception, driver: Any) -> bool:
