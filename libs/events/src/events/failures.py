@@ -66,6 +66,14 @@ def _sqlstate(error: BaseException) -> str | None:
     return state if isinstance(state, str) else None
 
 
+def sqlstates(error: BaseException) -> Iterator[str]:
+    """The SQLSTATEs of `error` and of what it wraps (SQLAlchemy's DBAPIError over asyncpg's error)."""
+    for link in _chain(error):
+        state = _sqlstate(link)
+        if state is not None:
+            yield state
+
+
 def is_transient_sqlstate(state: str) -> bool:
     return state in _TRANSIENT_STATES or state.startswith(_TRANSIENT_CLASSES)
 

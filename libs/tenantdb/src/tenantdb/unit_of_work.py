@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import sqlalchemy.exc
 import structlog
+from events.failures import sqlstates
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenantschema.fencing_ddl import FENCED_SQLSTATE
@@ -469,18 +470,7 @@ _GONE_SQLSTATES = frozenset({"28P01", "28000", "3D000"})
 
 
 def _database_gone(error: sqlalchemy.exc.DBAPIError) -> bool:
-    """Whether the error, or one it wraps (SQLAlchemy's `orig`, asyncpg's cause), is such a refusal."""
-    pending: list[BaseException | None] = [error]
-    seen: set[int] = set()
-    while pending:
-        item = pending.pop()
-        if item is None or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if getattr(item, "sqlstate", None) in _GONE_SQLSTATES:
-            return True
-        pending += [getattr(item, "orig", None), item.__cause__]
-    return False
+    return any(state in _GONE_SQLSTATES for state in sqlstates(error))
 
 
 def _broken(error: Exception, driver: Any) -> bool:

@@ -312,6 +312,20 @@ class Chunk(NamedTuple):
     full: bool  # `rows` keys found: more may follow (otherwise this was the table's last chunk)
 
 
+async def _next_keys(
+    connection: asyncpg.Connection, endpoint: Endpoint, table: str, after: uuid.UUID, rows: int
+) -> tuple[uuid.UUID | None, int]:
+    """The last of the tenant's next `rows` keys after `after` (None: none left), and how many there
+    are: the key range (after, last] of a chunk, walked by key."""
+    found = await connection.fetchrow(
+        f"SELECT {_LAST_ID} AS upper, count(*) AS keys FROM (SELECT id FROM {table} "
+        f"WHERE {endpoint.tenant_filter} AND id > $1 ORDER BY id LIMIT {int(rows)}) chunk",
+        after,
+    )
+    assert found is not None
+    return found["upper"], found["keys"]
+
+
 async def copy_chunk(
     reader: asyncpg.Connection,
     writer: asyncpg.Connection,
@@ -325,13 +339,7 @@ async def copy_chunk(
     repeated chunk is harmless. A chunk of fewer keys is the table's last: a row written after its
     keys were read is in the capture, which was installed before the copy began."""
     async with tenant_transaction(reader, source):
-        found = await reader.fetchrow(
-            f"SELECT {_LAST_ID} AS upper, count(*) AS keys FROM (SELECT id FROM {table} "
-            f"WHERE {source.tenant_filter} AND id > $1 ORDER BY id LIMIT {int(rows)}) chunk",
-            after,
-        )
-    assert found is not None
-    upper: uuid.UUID | None = found["upper"]
+        upper, keys = await _next_keys(reader, source, table, after, rows)
     if upper is None:
         return Chunk(None, 0, False)
     query = (
@@ -345,7 +353,7 @@ async def copy_chunk(
             upper,
         )
         written = await _stream(reader, source, writer, table, query, after, upper)
-    return Chunk(upper, written, found["keys"] >= rows)
+    return Chunk(upper, written, keys >= rows)
 
 
 # ---------------------------------------------------------------- catch-up
@@ -627,11 +635,7 @@ async def delete_tenant_batch(
         # The batch as a key range (after, upper]: its last key found first, then one range scan.
         # (`id IN (subquery)` with no statistics for the tenant yet: the planner expected one row
         # and ran the subquery again for each row it deleted.)
-        upper: uuid.UUID | None = await writer.fetchval(
-            f"SELECT {_LAST_ID} FROM (SELECT id FROM {table} WHERE {endpoint.tenant_filter} AND id > $1 "
-            f"ORDER BY id LIMIT {int(rows)}) batch",
-            start,
-        )
+        upper, _ = await _next_keys(writer, endpoint, table, start, rows)
         if upper is None:
             continue
         status: str = await writer.execute(
