@@ -42,6 +42,21 @@ class Cutover:
         self.connection = connection
         self.tenant_id = tenant_id
 
+    @staticmethod
+    async def connect(
+        source_owner_url: str,
+        *,
+        wait_seconds: float = HOLD_TIMEOUT_SECONDS,
+        application_name: str = CUTOVER_APPLICATION_NAME,
+    ) -> asyncpg.Connection:
+        """The connection a hold runs on, for a caller that opens it ahead of the hold (a connection
+        is a TCP and SCRAM exchange: milliseconds a move need not spend between verify and freeze)."""
+        return await asyncpg.connect(
+            libpq_url(source_owner_url),
+            timeout=wait_seconds,
+            server_settings={"application_name": application_name, "lock_timeout": _ms(wait_seconds)},
+        )
+
     @classmethod
     @asynccontextmanager
     async def hold(
@@ -51,17 +66,19 @@ class Cutover:
         *,
         wait_seconds: float = HOLD_TIMEOUT_SECONDS,
         application_name: str = CUTOVER_APPLICATION_NAME,
+        connection: asyncpg.Connection | None = None,
     ) -> AsyncIterator[Cutover]:
         """Hold the tenant's writes on the source database (exclusive lock) for the duration.
 
         Waits at most `wait_seconds` for the lock (in-flight writes finishing), then raises
         CutoverLockTimeout having taken nothing: queued writers go on, the cutover can be retried.
+        `connection`, from `Cutover.connect` with the same arguments, is used instead of a new one;
+        either way the hold closes it when it ends.
         """
-        connection = await asyncpg.connect(
-            libpq_url(source_owner_url),
-            timeout=wait_seconds,
-            server_settings={"application_name": application_name, "lock_timeout": _ms(wait_seconds)},
-        )
+        if connection is None or connection.is_closed():
+            connection = await cls.connect(
+                source_owner_url, wait_seconds=wait_seconds, application_name=application_name
+            )
         try:
             try:
                 await connection.execute("SELECT pg_advisory_lock(tenantdb_fence_key($1))", tenant_id)

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -234,10 +234,16 @@ async def lag(connection: asyncpg.Connection, names: ObjectNames) -> int:
 # ---------------------------------------------------------------- copy
 
 
-async def count_rows(connection: asyncpg.Connection, endpoint: Endpoint, table: str) -> int:
+async def count_rows(
+    connection: asyncpg.Connection, endpoint: Endpoint, tables: Sequence[str]
+) -> dict[str, int]:
+    """The tenant's rows in each table, in one statement (a round trip set per table was a tenth
+    of a small move)."""
+    counts = ", ".join(f"(SELECT count(*) FROM {table} WHERE {endpoint.tenant_filter})" for table in tables)
     async with tenant_transaction(connection, endpoint):
-        value: int = await connection.fetchval(f"SELECT count(*) FROM {table} WHERE {endpoint.tenant_filter}")
-    return value
+        row = await connection.fetchrow(f"SELECT {counts}")
+    assert row is not None
+    return {table: int(row[index]) for index, table in enumerate(tables)}
 
 
 async def _read_copy(

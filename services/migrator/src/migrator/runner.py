@@ -111,8 +111,13 @@ class Runner:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # Requests and cancels committed through this process: a running copy that sees the count
+        # change reads its migration row at once (a cancel is noticed without waiting for the next
+        # progress save).
+        self.nudges = 0
 
     def wake(self) -> None:
+        self.nudges += 1
         self._wake.set()
 
     async def start(self) -> None:
@@ -251,17 +256,29 @@ class Runner:
                 existing.discard(database)
 
 
-class EarlyVerify:
-    """Each chunk of the copy compared with its source range as soon as it is copied, while the next
-    chunk copies (the copy keeps one core busy on the target; the comparison reads both sides), one
-    comparison in flight at a time. A table counts as verified only if this process compared every
-    chunk of it from its first and found each equal; anything else (a resumed table, a difference,
-    which a write during the copy makes likely, an error) leaves it to the full verification. A
-    change after a chunk's comparison is in the capture, and the catch-up that applies it puts its
-    key in `unverified`, checked inside the freeze."""
+def _count_totals(tables: dict[str, Any], totals: dict[str, int]) -> None:
+    """The copy's tables with their counted rows; a table found empty and not begun is done (a row
+    written to it from now on is in the capture, installed before the count)."""
+    for table, total in totals.items():
+        state = tables[table]
+        state["total"] = total
+        if total == 0 and state["last_id"] is None:
+            state["done"] = True
 
-    def __init__(self, move: Move) -> None:
+
+class EarlyVerify:
+    """Each chunk of the copy compared with its source range as soon as it is copied, while the copy
+    goes on (the copy keeps one core busy on the target; the comparison reads both sides): the
+    chunks queue, and are compared one at a time, in order. A table counts as verified only if this
+    process compared every chunk of it from its first and found each equal; anything else (a resumed
+    table, a difference, which a write during the copy makes likely, an error) leaves it to the full
+    verification. A change after a chunk's comparison is in the capture, and the catch-up that
+    applies it puts its key in `unverified`, checked inside the freeze."""
+
+    def __init__(self, move: Move, *, after: asyncio.Task[Any] | None = None) -> None:
         self._move = move
+        self._after = after  # what uses the comparison's source connection first (the row count)
+        self._queue: asyncio.Queue[tuple[str, uuid.UUID, uuid.UUID] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._eligible: set[str] = set()
         self._failed: set[str] = set()
@@ -271,11 +288,21 @@ class EarlyVerify:
         if state["last_id"] is None and not state["done"]:
             self._eligible.add(table)
 
-    async def compare(self, table: str, after: uuid.UUID, upper: uuid.UUID) -> None:
+    def compare(self, table: str, after: uuid.UUID, upper: uuid.UUID) -> None:
+        """Queues the comparison of a chunk just copied; the copy goes on without waiting for it."""
         if table not in self._eligible or table in self._failed:
             return
-        await self._wait()
-        self._task = asyncio.create_task(self._compare(table, after, upper))
+        if self._task is None:
+            self._task = asyncio.create_task(self._work())
+        self._queue.put_nowait((table, after, upper))
+
+    async def _work(self) -> None:
+        if self._after is not None:
+            await asyncio.wait([self._after])
+        while (chunk := await self._queue.get()) is not None:
+            table, after, upper = chunk
+            if table not in self._failed:
+                await self._compare(table, after, upper)
 
     async def _compare(self, table: str, after: uuid.UUID, upper: uuid.UUID) -> None:
         move = self._move
@@ -301,19 +328,18 @@ class EarlyVerify:
             metrics.VERIFY_MISMATCHES.labels("copy").inc()
             self._failed.add(table)
 
-    async def _wait(self) -> None:
+    async def finish(self) -> tuple[set[str], int]:
+        """(the tables verified chunk by chunk, the chunks compared), once every queued comparison
+        is done."""
         if self._task is not None:
+            self._queue.put_nowait(None)
             task, self._task = self._task, None
             await task
-
-    async def finish(self) -> tuple[set[str], int]:
-        """(the tables verified chunk by chunk, the chunks compared)."""
-        await self._wait()
         return self._eligible - self._failed, self._chunks
 
     async def stop(self) -> None:
-        """The copy ended otherwise (a cancel, an error): a comparison in flight is abandoned, and a
-        connection it left inside a transaction is not used again."""
+        """The copy ended otherwise (a cancel, an error): the comparisons queued and in flight are
+        abandoned, and a connection left inside a transaction is not used again."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
@@ -380,6 +406,16 @@ class Move:
                 "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
             )
             self._connections["platform"] = connection
+        return connection
+
+    async def _hold_connection(self) -> asyncpg.Connection:
+        """The connection the next `Cutover.hold` runs on (it closes it when it ends)."""
+        connection = self._connections.get("hold")
+        if connection is None or connection.is_closed():
+            connection = await Cutover.connect(
+                self.source.owner_url, wait_seconds=self.settings.migrator_drain_timeout_seconds
+            )
+            self._connections["hold"] = connection
         return connection
 
     def _forget_broken(self, connection: asyncpg.Connection) -> None:
@@ -536,25 +572,40 @@ class Move:
 
     async def capture(self) -> None:
         crash_point("capture")
-        await moves.install_capture(self.source, self.names)
+        # The copy's connections are opened meanwhile (a TCP and SCRAM exchange each).
+        await asyncio.gather(
+            moves.install_capture(self.source, self.names),
+            *(
+                self._connection(role)
+                for role in ("source_reader", "target_writer", "verify_source", "target_reader")
+            ),
+        )
         crash_point("capture", "done")
         await self.advance("copy", {"captured_at": datetime.now(UTC).isoformat()})
 
     async def copy(self) -> None:
         reader = await self._connection("source_reader")
         writer = await self._connection("target_writer")
-        early = EarlyVerify(self)
+        tables: dict[str, Any] = dict(self.progress.get("tables") or {})
+        extra: dict[str, Any] = {}
+        counting: asyncio.Task[dict[str, int]] | None = None
+        if not tables:
+            # The tables' rows are counted (for the progress shown) while the copy begins, on the
+            # comparison's connection, which the first comparison waits for.
+            counter = await self._connection("verify_source")
+            counting = asyncio.create_task(moves.count_rows(counter, self.source, TENANT_TABLES))
+            tables = {t: {"rows": 0, "total": None, "last_id": None, "done": False} for t in TENANT_TABLES}
+            extra["copy_started_at"] = time.time()
+        early = EarlyVerify(self, after=counting)
         try:
-            tables: dict[str, Any] = dict(self.progress.get("tables") or {})
-            if not tables:
-                for table in TENANT_TABLES:
-                    total = await moves.count_rows(reader, self.source, table)
-                    # An empty table is done: a row written to it from now on is in the capture.
-                    tables[table] = {"rows": 0, "total": total, "last_id": None, "done": total == 0}
-                await self.save(progress={"tables": tables, "copy_started_at": time.time()})
             started = time.monotonic()
+            saved_at = started
+            nudges = self.runner.nudges
             copied = 0
             for table in TENANT_TABLES:
+                if counting is not None and counting.done():
+                    _count_totals(tables, counting.result())
+                    counting = None
                 state = dict(tables[table])
                 early.begin(table, state)
                 while not state["done"]:
@@ -572,25 +623,49 @@ class Move:
                     if upper is None:
                         state["done"] = True
                     else:
-                        await early.compare(table, after, upper)
+                        early.compare(table, after, upper)
                         state["last_id"] = str(upper)
                         state["done"] = not full
                         state["rows"] += written
                         copied += written
                         metrics.ROWS_COPIED.labels("copy").inc(written)
                     tables[table] = state
-                    elapsed = max(time.monotonic() - started, 1e-6)
-                    saved = await self.save(
-                        progress={"tables": tables, "rows_per_second": round(copied / elapsed)}
-                    )
-                    if saved.progress.get("cancel_requested"):
-                        raise Cancelled()
+                    now = time.monotonic()
+                    if (
+                        now - saved_at >= self.settings.migrator_copy_progress_seconds
+                        or nudges != self.runner.nudges
+                    ):
+                        saved_at, nudges = now, self.runner.nudges
+                        elapsed = max(now - started, 1e-6)
+                        saved = await self.save(
+                            progress={"tables": tables, "rows_per_second": round(copied / elapsed), **extra}
+                        )
+                        extra = {}
+                        if saved.progress.get("cancel_requested"):
+                            raise Cancelled()
+            if counting is not None:
+                _count_totals(tables, await counting)
+                counting = None
             self.early_verified, self.early_chunks = await early.finish()
         finally:
+            if counting is not None:
+                counting.cancel()
+                with contextlib.suppress(BaseException):
+                    await counting
+                self._forget_broken(counter)
             await early.stop()
             self._forget_broken(reader)
             self._forget_broken(writer)
-        await self.advance("catch_up", {"copy_finished_at": time.time()})
+        elapsed = max(time.monotonic() - started, 1e-6)
+        await self.advance(
+            "catch_up",
+            {
+                "tables": tables,
+                "rows_per_second": round(copied / elapsed),
+                "copy_finished_at": time.time(),
+                **extra,
+            },
+        )
 
     async def _catch_up_until(self, target_lag: int, *, deadline: float | None = None) -> int:
         """Apply captured changes until at most `target_lag` wait; returns the lag left."""
@@ -627,7 +702,10 @@ class Move:
 
     async def verify(self) -> None:
         crash_point("verify")
-        summary = await self._verify_all()
+        # The cutover's platform and hold connections are opened meanwhile.
+        summary, _, _ = await asyncio.gather(
+            self._verify_all(), self._platform_connection(), self._hold_connection()
+        )
         # Into the cutover only if no cancel was asked for meanwhile (the cancel takes the same row).
         async with self.db.unit_of_work() as uow:
             current = await repository.get_migration(uow.connection, self.id, for_update=True)
@@ -767,7 +845,11 @@ class Move:
         for role in ("source_reader", "target_reader", "target_writer"):
             await self._connection(role)
         await self._platform_connection()
-        async with Cutover.hold(self.source.owner_url, tenant_id, wait_seconds=drain) as held:
+        hold_connection = await self._hold_connection()
+        del self._connections["hold"]  # the hold's own: it closes it, and the next attempt opens one
+        async with Cutover.hold(
+            self.source.owner_url, tenant_id, wait_seconds=drain, connection=hold_connection
+        ) as held:
             frozen_at = time.monotonic()
             crash_point("cutover", "held")
             # Writers are held: what the change table holds now is all there will be.

@@ -96,8 +96,12 @@ class MigratorSettings(PlacementSettings):
     placement_max_attempts: int = Field(5, ge=1)
     placement_cool_down_seconds: float = Field(7 * 24 * 3600.0, ge=0)
 
-    # Rows per COPY chunk (progress is recorded after each), per catch-up batch, per verify chunk.
+    # Rows per COPY chunk, per catch-up batch, per verify chunk.
     migrator_copy_chunk_rows: int = Field(20_000, ge=1)
+    # The copy's progress (where a restart resumes, what `--wait` shows) is recorded at most this
+    # often, and whenever a request or cancel reached this process: a commit per chunk was a tenth of
+    # a small move, and a restart repeats at most this much copying (a repeated chunk is harmless).
+    migrator_copy_progress_seconds: float = Field(0.5, ge=0)
     migrator_catch_up_batch_rows: int = Field(2000, ge=1)
     migrator_verify_chunk_rows: int = Field(5000, ge=1)
     # Catch-up ends when fewer changes than this are waiting (the rest is applied inside the freeze).
