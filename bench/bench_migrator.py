@@ -7,11 +7,15 @@ neighbour tenant on the shared database serves steady reads and writes through t
   (`progress.captured_at` -> `progress.flipped_at`); provisioning (CREATE DATABASE + Alembic) is
   printed apart. Baseline, same run: the same rows streamed table by table with
   `COPY (SELECT ... WHERE tenant_id = ...) TO STDOUT (FORMAT binary)` into `COPY ... FROM STDIN` on a
-  freshly provisioned database.
+  freshly provisioned database, while the neighbour serves its load, as it does during the move (on
+  a machine whose cores the neighbour, PostgreSQL and the copy share, a baseline taken in quiet
+  measured the neighbour's share of the CPU as the move's overhead). The baseline taken in quiet
+  is printed beside it.
 - `migrator.freeze_10k`, `migrator.freeze_100k` (ms): how long the cutover held the tenant's writes
   (`progress.freeze_ms`; target < 500, not growing with size).
 - `migrator.neighbour_p99` (ratio of the neighbour's p99 during the moves to its p99 before them,
-  target <= 1.2; value: the p99 during, ms).
+  target <= 1.2; value: the p99 during, ms). The neighbour's p99 during the baseline copies is
+  printed beside it: what a plain COPY of the same rows costs the neighbour.
 - `migrator.rows_per_second` (rows/s of the largest move, copy through cutover).
 
 `MIGRATOR_BENCH_SIZES` (default `10000,100000`) picks the sizes (small ones while developing).
@@ -321,13 +325,17 @@ async def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
             await asyncio.sleep(5)
             quiet = await neighbour.stop()
             during: list[float] = []
+            during_copy: list[float] = []
             largest_rate = 0.0
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 for size in sizes:
                     tenant_id = await _create_tenant(env)
                     made.append(tenant_id)
                     rows = await _seed(env, tenant_id, size)
+                    quiet_baseline = await _baseline_copy(env, tenant_id)
+                    neighbour.start()
                     baseline = await _baseline_copy(env, tenant_id)
+                    during_copy += await neighbour.stop()
                     neighbour.start()
                     done = await _move(client, tenant_id)
                     during += await neighbour.stop()
@@ -339,7 +347,8 @@ async def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
                     label = _label(size)
                     _say(
                         f"{size} products ({rows} rows): move {move:.2f} s, provisioning {provision:.2f} s "
-                        f"apart, baseline COPY {baseline:.2f} s, freeze {progress['freeze_ms']} ms, "
+                        f"apart, baseline COPY {baseline:.2f} s beside the neighbour ({quiet_baseline:.2f} s "
+                        f"in quiet), freeze {progress['freeze_ms']} ms, "
                         f"{largest_rate:.0f} rows/s"
                     )
                     measures.append(
@@ -348,8 +357,9 @@ async def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
                     measures.append(Measure(f"migrator.freeze_{label}", float(progress["freeze_ms"]), "ms"))
         p99_quiet, p99_during = _p99(quiet), _p99(during)
         _say(
-            f"neighbour p99 {p99_quiet * 1000:.1f} ms before, {p99_during * 1000:.1f} ms during "
-            f"({len(during)} operations, {neighbour.errors} errors)"
+            f"neighbour p99 {p99_quiet * 1000:.1f} ms before, {p99_during * 1000:.1f} ms during the moves "
+            f"({len(during)} operations, {neighbour.errors} errors), {_p99(during_copy) * 1000:.1f} ms "
+            f"during the baseline copies"
         )
         measures.append(
             Measure(

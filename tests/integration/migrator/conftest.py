@@ -48,8 +48,11 @@ def migrator_settings(stack_env: dict[str, str], **overrides: Any) -> MigratorSe
         "admin_database_url": stack_env["ADMIN_DATABASE_URL"],
         "owner_database_url": stack_env["OWNER_DATABASE_URL"],
         "migrator_poll_interval_seconds": 0.2,
-        # Small chunks: every table is copied and verified in several, resumable steps.
+        # Small chunks, each recorded: every table is copied and verified in several, resumable
+        # steps, and a cancel is seen at the next chunk by whichever runner of the tests holds the
+        # move (a cancel reaching another process is seen at the next progress record).
         "migrator_copy_chunk_rows": 7,
+        "migrator_copy_progress_seconds": 0,
         "migrator_verify_chunk_rows": 11,
         "migrator_cleanup_delay_seconds": 0.5,
         # These tests ask for their moves; the placement tests turn it on with groups of their own.

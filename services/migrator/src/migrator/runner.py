@@ -256,14 +256,22 @@ class Runner:
                 existing.discard(database)
 
 
-def _count_totals(tables: dict[str, Any], totals: dict[str, int]) -> None:
+ConnectionRole = Literal["source_reader", "target_reader", "target_writer", "verify_source"]
+_COMPARING: tuple[ConnectionRole, ConnectionRole] = ("verify_source", "target_reader")
+_COPYING: tuple[ConnectionRole, ConnectionRole] = ("source_reader", "target_writer")
+
+
+def _count_totals(tables: dict[str, Any], totals: dict[str, int]) -> list[str]:
     """The copy's tables with their counted rows; a table found empty and not begun is done (a row
-    written to it from now on is in the capture, installed before the count)."""
+    written to it from now on is in the capture, installed before the count). Returns those."""
+    empty = []
     for table, total in totals.items():
         state = tables[table]
         state["total"] = total
-        if total == 0 and state["last_id"] is None:
+        if total == 0 and state["last_id"] is None and not state["done"]:
             state["done"] = True
+            empty.append(table)
+    return empty
 
 
 class EarlyVerify:
@@ -279,37 +287,46 @@ class EarlyVerify:
         self._move = move
         self._after = after  # what uses the comparison's source connection first (the row count)
         self._queue: asyncio.Queue[tuple[str, uuid.UUID, uuid.UUID] | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._eligible: set[str] = set()
         self._failed: set[str] = set()
+        self._empty: set[str] = set()
         self._chunks = 0
 
     def begin(self, table: str, state: dict[str, Any]) -> None:
         if state["last_id"] is None and not state["done"]:
             self._eligible.add(table)
 
+    def empty(self, tables: list[str]) -> None:
+        """Tables this process counted empty on the source after the capture began, before copying
+        anything to them: equal to the target's, which the provisioning cleared and only the
+        catch-up writes (so whatever is applied to them is verified again by key)."""
+        self._empty.update(tables)
+
     def compare(self, table: str, after: uuid.UUID, upper: uuid.UUID) -> None:
         """Queues the comparison of a chunk just copied; the copy goes on without waiting for it."""
         if table not in self._eligible or table in self._failed:
             return
-        if self._task is None:
-            self._task = asyncio.create_task(self._work())
+        if not self._tasks:
+            self._tasks.append(asyncio.create_task(self._work(_COMPARING)))
         self._queue.put_nowait((table, after, upper))
 
-    async def _work(self) -> None:
+    async def _work(self, roles: tuple[ConnectionRole, ConnectionRole]) -> None:
         if self._after is not None:
             await asyncio.wait([self._after])
         while (chunk := await self._queue.get()) is not None:
             table, after, upper = chunk
             if table not in self._failed:
-                await self._compare(table, after, upper)
+                await self._compare(roles, table, after, upper)
 
-    async def _compare(self, table: str, after: uuid.UUID, upper: uuid.UUID) -> None:
+    async def _compare(
+        self, roles: tuple[ConnectionRole, ConnectionRole], table: str, after: uuid.UUID, upper: uuid.UUID
+    ) -> None:
         move = self._move
         source = target = None
         try:
-            source = await move._connection("verify_source")
-            target = await move._connection("target_reader")
+            source = await move._connection(roles[0])
+            target = await move._connection(roles[1])
             left, right = await asyncio.gather(
                 moves.range_sum(source, move.source, table, after, upper),
                 moves.range_sum(target, move.target, table, after, upper),
@@ -330,22 +347,28 @@ class EarlyVerify:
 
     async def finish(self) -> tuple[set[str], int]:
         """(the tables verified chunk by chunk, the chunks compared), once every queued comparison
-        is done."""
-        if self._task is not None:
-            self._queue.put_nowait(None)
-            task, self._task = self._task, None
-            await task
-        return self._eligible - self._failed, self._chunks
+        is done. What is still queued when the copy ends is shared with a second worker on the
+        copy's connections, idle from then on."""
+        if self._tasks:
+            if not self._queue.empty():
+                self._tasks.append(asyncio.create_task(self._work(_COPYING)))
+            for _ in self._tasks:
+                self._queue.put_nowait(None)
+            tasks, self._tasks = self._tasks, []
+            await asyncio.gather(*tasks)
+        return (self._eligible - self._failed) | self._empty, self._chunks
 
     async def stop(self) -> None:
         """The copy ended otherwise (a cancel, an error): the comparisons queued and in flight are
         abandoned, and a connection left inside a transaction is not used again."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
-            for role in ("verify_source", "target_reader"):
+        if self._tasks:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            self._tasks = []
+            for role in (*_COMPARING, *_COPYING):
                 connection = self._move._connections.get(role)
                 if connection is not None:
                     self._move._forget_broken(connection)
@@ -370,16 +393,16 @@ class Move:
         self.early_verified: set[str] = set()
         self.early_chunks = 0
         self.row: Row[Any] | None = None
+        self.nudges_seen = 0  # the runner's nudges when the row was last read or written
         self._connections: dict[str, asyncpg.Connection] = {}
+        self._preparing: asyncio.Future[Any] | None = None
         self.source: Endpoint
         self.target: Endpoint
         self.direction: Direction
 
     # ------------------------------------------------------------ connections
 
-    async def _connection(
-        self, role: Literal["source_reader", "target_reader", "target_writer", "verify_source"]
-    ) -> asyncpg.Connection:
+    async def _connection(self, role: ConnectionRole) -> asyncpg.Connection:
         """The move's own connections, opened once (a connection costs a TCP + SCRAM round trip set,
         which inside the freeze would be most of it) and opened again only after one broke."""
         connection = self._connections.get(role)
@@ -407,6 +430,14 @@ class Move:
             )
             self._connections["platform"] = connection
         return connection
+
+    def _prepare_cutover(self) -> asyncio.Future[Any]:
+        """The cutover's platform and hold connections, opening from the end of the copy on, while
+        the last comparisons, the catch-up and the verification run (once: a connection opened
+        twice would be left behind)."""
+        if self._preparing is None or (self._preparing.done() and self._preparing.exception() is not None):
+            self._preparing = asyncio.gather(self._platform_connection(), self._hold_connection())
+        return self._preparing
 
     async def _hold_connection(self) -> asyncpg.Connection:
         """The connection the next `Cutover.hold` runs on (it closes it when it ends)."""
@@ -436,12 +467,18 @@ class Move:
     # ------------------------------------------------------------ bookkeeping
 
     async def load(self) -> Row[Any]:
+        nudges = self.runner.nudges
         async with self.db.unit_of_work(readonly=True) as uow:
             row = await repository.get_migration(uow.connection, self.id)
         if row is None:
             raise LookupError(f"migration {self.id} vanished")
-        self.row = row
+        self.row, self.nudges_seen = row, nudges
         return row
+
+    @property
+    def nudged(self) -> bool:
+        """A request or cancel reached this process since the row was last read (or written)."""
+        return self.runner.nudges != self.nudges_seen
 
     async def save(
         self,
@@ -450,12 +487,13 @@ class Move:
         progress: dict[str, Any] | None = None,
         event: str | None = None,
     ) -> Row[Any]:
+        nudges = self.runner.nudges
         async with self.db.unit_of_work() as uow:
             row = await repository.update_migration(uow.connection, self.id, values or {}, progress=progress)
             if event is not None:
                 await record(uow.connection, topics.MIGRATIONS, domain.migration_event(event, row))
             await uow.commit()
-        self.row = row
+        self.row, self.nudges_seen = row, nudges
         return row
 
     @property
@@ -516,8 +554,14 @@ class Move:
             "cleanup": self.cleanup,
         }
         transient_failures = 0
+        advanced = False
         while True:
-            row = await self.load()
+            # A phase that moved the migration on left its row as that write returned it (with any
+            # cancel mark written before it): read again only otherwise.
+            if not advanced or self.row is None:
+                row = await self.load()
+            else:
+                row = self.row
             if row.status not in domain.ACTIVE_STATUSES:
                 return
             if row.phase == "done":
@@ -526,9 +570,11 @@ class Move:
                 await self.roll_back("cancelled", None)
                 return
             metrics.ACTIVE.labels(row.phase).inc()
+            advanced = False
             try:
                 await phases[row.phase]()
                 transient_failures = 0
+                advanced = self.row is not None and self.row.phase != row.phase
             except asyncio.CancelledError:
                 raise
             except Cancelled:
@@ -600,11 +646,10 @@ class Move:
         try:
             started = time.monotonic()
             saved_at = started
-            nudges = self.runner.nudges
             copied = 0
             for table in TENANT_TABLES:
                 if counting is not None and counting.done():
-                    _count_totals(tables, counting.result())
+                    early.empty(_count_totals(tables, counting.result()))
                     counting = None
                 state = dict(tables[table])
                 early.begin(table, state)
@@ -631,11 +676,8 @@ class Move:
                         metrics.ROWS_COPIED.labels("copy").inc(written)
                     tables[table] = state
                     now = time.monotonic()
-                    if (
-                        now - saved_at >= self.settings.migrator_copy_progress_seconds
-                        or nudges != self.runner.nudges
-                    ):
-                        saved_at, nudges = now, self.runner.nudges
+                    if now - saved_at >= self.settings.migrator_copy_progress_seconds or self.nudged:
+                        saved_at = now
                         elapsed = max(now - started, 1e-6)
                         saved = await self.save(
                             progress={"tables": tables, "rows_per_second": round(copied / elapsed), **extra}
@@ -644,8 +686,9 @@ class Move:
                         if saved.progress.get("cancel_requested"):
                             raise Cancelled()
             if counting is not None:
-                _count_totals(tables, await counting)
+                early.empty(_count_totals(tables, await counting))
                 counting = None
+            self._prepare_cutover()
             self.early_verified, self.early_chunks = await early.finish()
         finally:
             if counting is not None:
@@ -702,10 +745,7 @@ class Move:
 
     async def verify(self) -> None:
         crash_point("verify")
-        # The cutover's platform and hold connections are opened meanwhile.
-        summary, _, _ = await asyncio.gather(
-            self._verify_all(), self._platform_connection(), self._hold_connection()
-        )
+        summary, _ = await asyncio.gather(self._verify_all(), self._prepare_cutover())
         # Into the cutover only if no cancel was asked for meanwhile (the cancel takes the same row).
         async with self.db.unit_of_work() as uow:
             current = await repository.get_migration(uow.connection, self.id, for_update=True)
