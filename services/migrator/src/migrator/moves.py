@@ -341,25 +341,25 @@ async def copy_chunk(
     after: uuid.UUID,
     rows: int,
 ) -> Chunk:
-    """Copy the next `rows` keys after `after`. The target's range (after, upper] is replaced, so a
-    repeated chunk is harmless. A chunk of fewer keys is the table's last: a row written after its
-    keys were read is in the capture, which was installed before the copy began."""
-    async with tenant_transaction(reader, source):
-        upper, keys = await _next_keys(reader, source, table, after, rows)
-    if upper is None:
-        return Chunk(None, 0, False)
+    """Copy the next `rows` keys after `after`, in key order: the chunk is what one statement's
+    snapshot holds then, and its last key is read back from the target (a key query on the source
+    first was a round trip and an index scan more per chunk). The target's keys after `after` are
+    deleted first, so a repeated chunk is harmless (the copy runs before any catch-up: what a crashed
+    run copied past its last saved key is copied again). A chunk of fewer keys is the table's last:
+    a row written after its snapshot is in the capture, which was installed before the copy began."""
     query = (
         f"SELECT {_column_list(table)} FROM {table} WHERE {source.tenant_filter} "
-        "AND id > $1 AND id <= $2 ORDER BY id"
+        f"AND id > $1 ORDER BY id LIMIT {int(rows)}"
     )
     async with tenant_transaction(writer, target):
-        await writer.execute(
-            f"DELETE FROM {table} WHERE {target.tenant_filter} AND id > $1 AND id <= $2",
-            after,
-            upper,
+        await writer.execute(f"DELETE FROM {table} WHERE {target.tenant_filter} AND id > $1", after)
+        written = await _stream(reader, source, writer, table, query, after)
+        if not written:
+            return Chunk(None, 0, False)
+        upper: uuid.UUID = await writer.fetchval(
+            f"SELECT id FROM {table} WHERE {target.tenant_filter} AND id > $1 ORDER BY id DESC LIMIT 1", after
         )
-        written = await _stream(reader, source, writer, table, query, after, upper)
-    return Chunk(upper, written, keys >= rows)
+    return Chunk(upper, written, written >= rows)
 
 
 # ---------------------------------------------------------------- catch-up
