@@ -885,6 +885,12 @@ class Move:
         for role in ("source_reader", "target_reader", "target_writer"):
             await self._connection(role)
         await self._platform_connection()
+        # The epoch the flip will give the tenant, read before the hold (only a move changes it, and
+        # the database allows one active move per tenant): the freeze is shorter by a round trip.
+        async with self.db.unit_of_work(readonly=True) as uow:
+            tenant = await repository.get_tenant(uow.connection, tenant_id)
+        assert tenant is not None
+        epoch = int(tenant.placement_epoch) + 1
         hold_connection = await self._hold_connection()
         del self._connections["hold"]  # the hold's own: it closes it, and the next attempt opens one
         async with Cutover.hold(
@@ -919,10 +925,6 @@ class Move:
                 self._forget_broken(source_conn)
                 self._forget_broken(target_conn)
             crash_point("cutover", "verified")
-            async with self.db.unit_of_work(readonly=True) as uow:
-                tenant = await repository.get_tenant(uow.connection, tenant_id)
-            assert tenant is not None
-            epoch = int(tenant.placement_epoch) + 1
             await held.fence(epoch=epoch, moved_to=self.target.database)
             crash_point("cutover", "fenced")
             try:
