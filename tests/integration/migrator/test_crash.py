@@ -5,6 +5,7 @@ its fence, and nothing the move made is left behind (capture objects, fences, da
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from pathlib import Path
@@ -115,3 +116,65 @@ async def test_killed_anywhere_the_move_resumes_and_completes(
         assert await connection.fetchval("SELECT count(*) FROM tenant_fences") == 0
     finally:
         await connection.close()
+
+
+async def test_killed_after_progress_was_saved_the_copy_resumes_from_the_saved_key(
+    stack_env: dict[str, str], make_tenant: MakeTenant, tmp_path: Path
+) -> None:
+    """Killed after a chunk was copied but before its progress was saved: the target holds rows past
+    the saved key. The next process continues from that key (not from the start), replaces what lies
+    past it, and every table ends with exactly its rows, counted once."""
+    tenant_id = await make_tenant("shared")
+    await seed_shared(stack_env, tenant_id, products=30)
+    before = await checksums(stack_env, tenant_id, "shared")
+    # Chunks of 9, each saved: the categories' chunk, then products' 9 and 18 are saved; the kill
+    # comes after products' third chunk (rows 19-27) reached the target.
+    saving = {"MIGRATOR_COPY_PROGRESS_SECONDS": "0"}
+    doomed = ServiceProcess(
+        "migrator", _env(stack_env, MIGRATOR_CRASH_AT="copy:chunk@4", **saving), tmp_path / "first.log"
+    )
+    try:
+        await doomed.wait_ready()
+        async with httpx.AsyncClient(base_url=doomed.url) as client:
+            made = await client.post("/v1/migrations", json={"tenant_id": str(tenant_id)})
+            assert made.status_code == 202, made.text
+        migration_id = made.json()["id"]
+        deadline = time.monotonic() + 60
+        while doomed.process.poll() is None:
+            assert time.monotonic() < deadline, "the migrator never reached its fourth chunk"
+            await asyncio.sleep(0.05)
+        assert doomed.process.returncode == -9, (tmp_path / "first.log").read_text()[-2000:]
+    finally:
+        doomed.stop()
+    platform = await asyncpg.connect(role_url(stack_env, "migrator", "platform"))
+    try:
+        saved = await platform.fetchval(
+            "SELECT progress->'tables'->'products' FROM tenant_migrations WHERE id = $1",
+            uuid.UUID(migration_id),
+        )
+    finally:
+        await platform.close()
+    saved = json.loads(saved) if isinstance(saved, str) else saved
+    assert saved["rows"] == 18, saved
+    assert saved["last_id"] is not None, saved
+    assert not saved["done"], saved
+    target = endpoint(stack_env, tenant_id, "dedicated")
+    connection = await asyncpg.connect(target.admin_url)
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM products") == 27  # one chunk unsaved
+    finally:
+        await connection.close()
+
+    survivor = ServiceProcess("migrator", _env(stack_env, **saving), tmp_path / "second.log")
+    try:
+        await survivor.wait_ready()
+        async with httpx.AsyncClient(base_url=survivor.url) as client:
+            done = await wait_for(client, migration_id, {"completed", "failed", "cancelled"})
+    finally:
+        survivor.stop()
+    assert done["status"] == "completed", (done, (tmp_path / "second.log").read_text()[-3000:])
+    tables = done["progress"]["tables"]
+    assert {table: state["rows"] for table, state in tables.items()} == {
+        table: rows for table, (rows, _) in before.items()
+    }
+    assert await checksums(stack_env, tenant_id, "dedicated") == before

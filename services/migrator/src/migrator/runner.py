@@ -55,12 +55,21 @@ MAX_TRANSIENT_RETRIES = 60
 VERIFY_PASSES = 5
 
 
+_CRASH_HITS: dict[str, int] = {}
+
+
 def crash_point(phase: str, step: str | None = None) -> None:
-    """SIGKILL this process here when MIGRATOR_CRASH_AT names this point (fault tests only)."""
+    """SIGKILL this process here when MIGRATOR_CRASH_AT names this point (fault tests only);
+    `point@N`: the Nth time it is reached."""
     wanted = os.environ.get(CRASH_ENV)
-    if wanted and wanted in (phase, f"{phase}:{step}"):
-        log.warning("crash point reached: SIGKILL", point=wanted)
-        os.kill(os.getpid(), signal.SIGKILL)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition("@")
+    if point in (phase, f"{phase}:{step}"):
+        _CRASH_HITS[point] = _CRASH_HITS.get(point, 0) + 1
+        if _CRASH_HITS[point] >= int(nth or 1):
+            log.warning("crash point reached: SIGKILL", point=wanted)
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class CutoverAborted(Exception):
