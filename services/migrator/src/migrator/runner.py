@@ -468,6 +468,11 @@ class Move:
                 connection.terminate()
 
     async def close_connections(self) -> None:
+        if self._preparing is not None:
+            # Connections still opening (their connects are bounded by timeouts) are closed too.
+            with contextlib.suppress(BaseException):
+                await self._preparing
+            self._preparing = None
         for connection in self._connections.values():
             with contextlib.suppress(Exception):
                 await connection.close(timeout=5)
