@@ -14,9 +14,11 @@ import asyncpg
 import pytest
 from migrator import moves
 from migrator.app import create_app
+from tenantdb.provisioning import drop_dedicated, provision_dedicated
+from tenantschema.tables import TENANT_TABLES
 
 from tests.integration.migrator.conftest import endpoint, migrator_settings, seed_shared, wait_for
-from tests.integration.tenantdb.conftest import MakeTenant
+from tests.integration.tenantdb.conftest import MakeTenant, dedicated_secret
 from tests.support.apps import serve
 
 
@@ -77,3 +79,58 @@ async def test_a_row_changed_after_its_chunk_was_compared_is_checked_in_the_free
     finally:
         await connection.close()
     assert name == "changed after its chunk was compared"
+
+
+async def test_a_chunk_digest_equals_what_the_copy_sent_and_sees_the_smallest_difference(
+    stack_env: dict[str, str], make_tenant: MakeTenant
+) -> None:
+    """moves.chunk_digest reads a key range back from the target as binary COPY; it equals the digest
+    of the stream copy_chunk sent for every chunk of every table (the seed's awkward values: unicode,
+    20,000-character texts, NULLs, JSONB with floats and nested arrays, microsecond times), and
+    differs after the smallest change a faulty write could make: a time by a microsecond, a price by
+    a cent, a JSON number 1.5 -> 1.50 (the same number, another text), a NULL made ''."""
+    tenant_id = await make_tenant("shared")
+    await seed_shared(stack_env, tenant_id, products=25)
+    source = endpoint(stack_env, tenant_id, "shared")
+    target = endpoint(stack_env, tenant_id, "dedicated")
+    await provision_dedicated(
+        stack_env["ADMIN_DATABASE_URL"], stack_env["OWNER_DATABASE_URL"], tenant_id, dedicated_secret()
+    )
+    reader, writer, back = await source.connect_reader(), await target.connect_writer(), None
+    try:
+        back = await target.connect_reader()
+        chunks: list[tuple[str, uuid.UUID, moves.Chunk]] = []
+        for table in TENANT_TABLES:
+            after = moves.ZERO_ID
+            while (chunk := await moves.copy_chunk(reader, writer, source, target, table, after, 7)).upper:
+                assert chunk.upper is not None
+                chunks.append((table, after, chunk))
+                assert await moves.chunk_digest(back, target, table, after, chunk.upper) == chunk.digest
+                after = chunk.upper
+        assert {table for table, _, _ in chunks} >= {"products", "product_categories", "customers", "orders"}
+
+        def first_of(table: str) -> tuple[uuid.UUID, moves.Chunk]:
+            return next((after, chunk) for t, after, chunk in chunks if t == table)
+
+        for table, change in (
+            (
+                "products",
+                "UPDATE products SET updated_at = updated_at + interval '1 microsecond' WHERE id = $1",
+            ),
+            ("products", "UPDATE products SET price = price + 0.01 WHERE id = $1"),
+            ("products", """UPDATE products SET attributes = '{"w": 1.5}' WHERE id = $1"""),
+            ("products", """UPDATE products SET attributes = '{"w": 1.50}' WHERE id = $1"""),
+            ("product_categories", "UPDATE product_categories SET description = NULL WHERE id = $1"),
+            ("product_categories", "UPDATE product_categories SET description = '' WHERE id = $1"),
+        ):
+            after, chunk = first_of(table)
+            assert chunk.upper is not None
+            before = await moves.chunk_digest(back, target, table, after, chunk.upper)
+            key = await back.fetchval(f"SELECT id FROM {table} WHERE id > $1 ORDER BY id LIMIT 1", after)
+            await writer.execute(change, key)
+            assert await moves.chunk_digest(back, target, table, after, chunk.upper) != before, change
+    finally:
+        for connection in (reader, writer, back):
+            if connection is not None:
+                await connection.close()
+        await drop_dedicated(stack_env["ADMIN_DATABASE_URL"], tenant_id)

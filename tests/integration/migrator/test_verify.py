@@ -23,7 +23,7 @@ async def _copy_everything(
     for table in TENANT_TABLES:
         after: uuid.UUID | None = moves.ZERO_ID
         while after is not None:
-            after, _, _ = await moves.copy_chunk(reader, writer, source, target, table, after, 50)
+            after = (await moves.copy_chunk(reader, writer, source, target, table, after, 50)).upper
 
 
 def _holding(mismatches: list[Mismatch], table: str, key: uuid.UUID) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -275,6 +276,12 @@ async def _write_rows(
     return int(status.split()[-1])
 
 
+def stream_digest() -> Any:
+    """The hash of a binary COPY stream (header, rows, trailer: the same bytes for the same rows of
+    the same column types, in the same order)."""
+    return hashlib.blake2b(digest_size=16)
+
+
 async def _stream(
     reader: asyncpg.Connection,
     source: Endpoint,
@@ -282,9 +289,11 @@ async def _stream(
     table: str,
     query: str,
     *args: Any,
+    digest: Any = None,
 ) -> int:
     """COPY out of the source into COPY in on the target at the same time (the target's transaction
-    is the caller's): the chunk never sits whole in memory and neither side waits for the other."""
+    is the caller's): the chunk never sits whole in memory and neither side waits for the other.
+    `digest` (stream_digest) is updated with every byte that went to the target."""
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=32)
 
     async def produce() -> None:
@@ -296,6 +305,8 @@ async def _stream(
 
     async def parts() -> AsyncIterator[bytes]:
         while (part := await queue.get()) is not None:
+            if digest is not None:
+                digest.update(part)
             yield part
 
     producer = asyncio.create_task(produce())
@@ -316,6 +327,7 @@ class Chunk(NamedTuple):
     upper: uuid.UUID | None  # the chunk's last key (None: nothing left)
     written: int
     full: bool  # `rows` keys found: more may follow (otherwise this was the table's last chunk)
+    digest: bytes = b""  # of the binary COPY stream the target received (chunk_digest reads it back)
 
 
 async def _next_keys(
@@ -351,15 +363,44 @@ async def copy_chunk(
         f"SELECT {_column_list(table)} FROM {table} WHERE {source.tenant_filter} "
         f"AND id > $1 ORDER BY id LIMIT {int(rows)}"
     )
+    digest = stream_digest()
     async with tenant_transaction(writer, target):
         await writer.execute(f"DELETE FROM {table} WHERE {target.tenant_filter} AND id > $1", after)
-        written = await _stream(reader, source, writer, table, query, after)
+        written = await _stream(reader, source, writer, table, query, after, digest=digest)
         if not written:
             return Chunk(None, 0, False)
         upper: uuid.UUID = await writer.fetchval(
             f"SELECT id FROM {table} WHERE {target.tenant_filter} AND id > $1 ORDER BY id DESC LIMIT 1", after
         )
-    return Chunk(upper, written, written >= rows)
+    return Chunk(upper, written, written >= rows, digest.digest())
+
+
+async def chunk_digest(
+    connection: asyncpg.Connection, endpoint: Endpoint, table: str, after: uuid.UUID, upper: uuid.UUID
+) -> bytes:
+    """The digest of the key range (after, upper] read back as copy_chunk streamed it: the same
+    columns in key order, as binary COPY. Equal to the chunk's `digest` iff the rows are equal
+    (binary COPY is each value's exact form: JSONB normalized, numerics with their scale, timestamps
+    to the microsecond, NULL apart from every value), at the price of one COPY out and no
+    `ROW(...)::text` of every row on either side."""
+    digest = stream_digest()
+    async with tenant_transaction(connection, endpoint):
+        await connection.copy_from_query(
+            f"SELECT {_column_list(table)} FROM {table} WHERE {endpoint.tenant_filter} "
+            "AND id > $1 AND id <= $2 ORDER BY id",
+            after,
+            upper,
+            output=_feed(digest),
+            format="binary",
+        )
+    return bytes(digest.digest())
+
+
+def _feed(digest: Any) -> Any:
+    async def feed(data: bytes) -> None:
+        digest.update(data)
+
+    return feed
 
 
 # ---------------------------------------------------------------- catch-up

@@ -266,8 +266,6 @@ class Runner:
 
 
 ConnectionRole = Literal["source_reader", "target_reader", "target_writer", "verify_source"]
-_COMPARING: tuple[ConnectionRole, ConnectionRole] = ("verify_source", "target_reader")
-_COPYING: tuple[ConnectionRole, ConnectionRole] = ("source_reader", "target_writer")
 
 
 def _count_totals(tables: dict[str, Any], totals: dict[str, int]) -> list[str]:
@@ -284,18 +282,19 @@ def _count_totals(tables: dict[str, Any], totals: dict[str, int]) -> list[str]:
 
 
 class EarlyVerify:
-    """Each chunk of the copy compared with its source range as soon as it is copied, while the copy
-    goes on (the copy keeps one core busy on the target; the comparison reads both sides): the
-    chunks queue, and are compared one at a time, in order. A table counts as verified only if this
-    process compared every chunk of it from its first and found each equal; anything else (a resumed
-    table, a difference, which a write during the copy makes likely, an error) leaves it to the full
-    verification. A change after a chunk's comparison is in the capture, and the catch-up that
-    applies it puts its key in `unverified`, checked inside the freeze."""
+    """Each chunk of the copy compared with what the copy sent as soon as it is copied, while the
+    copy goes on: the target's rows of the chunk's key range are read back as binary COPY and their
+    digest compared with the digest of the stream the copy read from the source (moves.chunk_digest),
+    so the source is read once. The chunks queue and are compared one at a time, in order; what is
+    still queued when the copy ends is shared with a second worker on the copy's idle writer. A table
+    counts as verified only if this process compared every chunk of it from its first and found
+    each equal; anything else (a resumed table, a difference, an error) leaves it to the full
+    verification. A change to the source after a chunk's copy is in the capture, and the catch-up
+    that applies it puts its key in `unverified`, checked inside the freeze."""
 
-    def __init__(self, move: Move, *, after: asyncio.Task[Any] | None = None) -> None:
+    def __init__(self, move: Move) -> None:
         self._move = move
-        self._after = after  # what uses the comparison's source connection first (the row count)
-        self._queue: asyncio.Queue[tuple[str, uuid.UUID, uuid.UUID] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, uuid.UUID, uuid.UUID, bytes] | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._eligible: set[str] = set()
         self._failed: set[str] = set()
@@ -312,55 +311,47 @@ class EarlyVerify:
         catch-up writes (so whatever is applied to them is verified again by key)."""
         self._empty.update(tables)
 
-    def compare(self, table: str, after: uuid.UUID, upper: uuid.UUID) -> None:
+    def compare(self, table: str, after: uuid.UUID, upper: uuid.UUID, digest: bytes) -> None:
         """Queues the comparison of a chunk just copied; the copy goes on without waiting for it."""
         if table not in self._eligible or table in self._failed:
             return
         if not self._tasks:
-            self._tasks.append(asyncio.create_task(self._work(_COMPARING)))
-        self._queue.put_nowait((table, after, upper))
+            self._tasks.append(asyncio.create_task(self._work("target_reader")))
+        self._queue.put_nowait((table, after, upper, digest))
 
-    async def _work(self, roles: tuple[ConnectionRole, ConnectionRole]) -> None:
-        if self._after is not None:
-            await asyncio.wait([self._after])
+    async def _work(self, role: ConnectionRole) -> None:
         while (chunk := await self._queue.get()) is not None:
-            table, after, upper = chunk
+            table, after, upper, digest = chunk
             if table not in self._failed:
-                await self._compare(roles, table, after, upper)
+                await self._compare(role, table, after, upper, digest)
 
     async def _compare(
-        self, roles: tuple[ConnectionRole, ConnectionRole], table: str, after: uuid.UUID, upper: uuid.UUID
+        self, role: ConnectionRole, table: str, after: uuid.UUID, upper: uuid.UUID, digest: bytes
     ) -> None:
         move = self._move
-        source = target = None
+        target = None
         try:
-            source = await move._connection(roles[0])
-            target = await move._connection(roles[1])
-            left, right = await asyncio.gather(
-                moves.range_sum(source, move.source, table, after, upper),
-                moves.range_sum(target, move.target, table, after, upper),
-            )
+            target = await move._connection(role)
+            found = await moves.chunk_digest(target, move.target, table, after, upper)
         except Exception as error:
             move.log.warning("copy: chunk not compared", table=table, error=repr(error)[:300])
             self._failed.add(table)
-            for connection in (source, target):
-                if connection is not None:
-                    move._forget_broken(connection)
+            if target is not None:
+                move._forget_broken(target)
             return
         self._chunks += 1
-        if (left.rows, left.digest) != (right.rows, right.digest):
-            # Usually a write between the chunk's copy and its comparison: the table is verified in
-            # full after the catch-up instead (how often: this stage of the mismatch counter).
+        if found != digest:
+            # Not expected (nothing but the copy writes the target's range): the table is verified
+            # in full after the catch-up instead (how often: this stage of the mismatch counter).
             metrics.VERIFY_MISMATCHES.labels("copy").inc()
             self._failed.add(table)
 
     async def finish(self) -> tuple[set[str], int]:
         """(the tables verified chunk by chunk, the chunks compared), once every queued comparison
-        is done. What is still queued when the copy ends is shared with a second worker on the
-        copy's connections, idle from then on."""
+        is done."""
         if self._tasks:
             if not self._queue.empty():
-                self._tasks.append(asyncio.create_task(self._work(_COPYING)))
+                self._tasks.append(asyncio.create_task(self._work("target_writer")))
             for _ in self._tasks:
                 self._queue.put_nowait(None)
             tasks, self._tasks = self._tasks, []
@@ -377,7 +368,7 @@ class EarlyVerify:
                 with contextlib.suppress(BaseException):
                     await task
             self._tasks = []
-            for role in (*_COMPARING, *_COPYING):
+            for role in ("target_reader", "target_writer"):
                 connection = self._move._connections.get(role)
                 if connection is not None:
                     self._move._forget_broken(connection)
@@ -650,13 +641,12 @@ class Move:
         extra: dict[str, Any] = {}
         counting: asyncio.Task[dict[str, int]] | None = None
         if not tables:
-            # The tables' rows are counted (for the progress shown) while the copy begins, on the
-            # comparison's connection, which the first comparison waits for.
+            # The tables' rows are counted (for the progress shown) while the copy begins.
             counter = await self._connection("verify_source")
             counting = asyncio.create_task(moves.count_rows(counter, self.source, TENANT_TABLES))
             tables = {t: {"rows": 0, "total": None, "last_id": None, "done": False} for t in TENANT_TABLES}
             extra["copy_started_at"] = time.time()
-        early = EarlyVerify(self, after=counting)
+        early = EarlyVerify(self)
         try:
             started = time.monotonic()
             saved_at = started
@@ -669,7 +659,7 @@ class Move:
                 early.begin(table, state)
                 while not state["done"]:
                     after = uuid.UUID(state["last_id"]) if state["last_id"] else ZERO_ID
-                    upper, written, full = await moves.copy_chunk(
+                    upper, written, full, digest = await moves.copy_chunk(
                         reader,
                         writer,
                         self.source,
@@ -682,7 +672,7 @@ class Move:
                     if upper is None:
                         state["done"] = True
                     else:
-                        early.compare(table, after, upper)
+                        early.compare(table, after, upper, digest)
                         state["last_id"] = str(upper)
                         state["done"] = not full
                         state["rows"] += written
