@@ -112,21 +112,66 @@ async def test_a_chunk_digest_equals_what_the_copy_sent_and_sees_the_smallest_di
         def first_of(table: str) -> tuple[uuid.UUID, moves.Chunk]:
             return next((after, chunk) for t, after, chunk in chunks if t == table)
 
-        for table, change in (
+        # Each change below really changes its row (the one before it set what it changes from).
+        products_after, products = first_of("products")
+        categories_after, categories = first_of("product_categories")
+        product = await back.fetchval(
+            "SELECT id FROM products WHERE id > $1 ORDER BY id LIMIT 1", products_after
+        )
+        category = await back.fetchval(
+            "SELECT id FROM product_categories WHERE id > $1 AND id <= $2 AND description IS NOT NULL "
+            "ORDER BY id LIMIT 1",
+            categories_after,
+            categories.upper,
+        )
+        assert category is not None, "the seed gives some categories a description"
+        await writer.execute("""UPDATE products SET attributes = '{"w": 2}' WHERE id = $1""", product)
+        for table, after, chunk, key, change in (
             (
                 "products",
+                products_after,
+                products,
+                product,
                 "UPDATE products SET updated_at = updated_at + interval '1 microsecond' WHERE id = $1",
             ),
-            ("products", "UPDATE products SET price = price + 0.01 WHERE id = $1"),
-            ("products", """UPDATE products SET attributes = '{"w": 1.5}' WHERE id = $1"""),
-            ("products", """UPDATE products SET attributes = '{"w": 1.50}' WHERE id = $1"""),
-            ("product_categories", "UPDATE product_categories SET description = NULL WHERE id = $1"),
-            ("product_categories", "UPDATE product_categories SET description = '' WHERE id = $1"),
+            (
+                "products",
+                products_after,
+                products,
+                product,
+                "UPDATE products SET price = price + 0.01 WHERE id = $1",
+            ),
+            (
+                "products",
+                products_after,
+                products,
+                product,
+                """UPDATE products SET attributes = '{"w": 1.5}' WHERE id = $1""",
+            ),
+            (
+                "products",
+                products_after,
+                products,
+                product,
+                """UPDATE products SET attributes = '{"w": 1.50}' WHERE id = $1""",
+            ),
+            (
+                "product_categories",
+                categories_after,
+                categories,
+                category,
+                "UPDATE product_categories SET description = NULL WHERE id = $1",
+            ),
+            (
+                "product_categories",
+                categories_after,
+                categories,
+                category,
+                "UPDATE product_categories SET description = '' WHERE id = $1",
+            ),
         ):
-            after, chunk = first_of(table)
             assert chunk.upper is not None
             before = await moves.chunk_digest(back, target, table, after, chunk.upper)
-            key = await back.fetchval(f"SELECT id FROM {table} WHERE id > $1 ORDER BY id LIMIT 1", after)
             await writer.execute(change, key)
             assert await moves.chunk_digest(back, target, table, after, chunk.upper) != before, change
     finally:

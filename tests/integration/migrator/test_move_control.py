@@ -31,7 +31,8 @@ async def test_cancel_during_the_copy_leaves_no_trace(
     tenant_id = await make_tenant("shared")
     await seed_shared(stack_env, tenant_id, products=120)
     before = await checksums(stack_env, tenant_id, "shared")
-    slow = migrator_settings(stack_env, migrator_copy_chunk_rows=1)
+    # Progress recorded once a minute: only the cancel's nudge to this process can stop the copy.
+    slow = migrator_settings(stack_env, migrator_copy_chunk_rows=1, migrator_copy_progress_seconds=60)
     async with serve(create_app(slow)) as client:
         made = await client.post("/v1/migrations", json={"tenant_id": str(tenant_id)})
         assert made.status_code == 202
@@ -106,3 +107,38 @@ async def test_a_drain_that_misses_its_deadline_releases_the_tenant_and_retries(
     finally:
         await straggler.close()
         await writer.close()
+
+
+async def test_a_cancel_through_another_replica_stops_the_copy_at_its_next_progress_record(
+    stack_env: dict[str, str], make_tenant: MakeTenant
+) -> None:
+    """The copy records its progress at most every MIGRATOR_COPY_PROGRESS_SECONDS, and reads the
+    cancel mark as it does. A cancel through this process is seen at the next chunk; one through
+    another replica (no nudge reaches the copy's process) at the next record: still mid-copy."""
+    tenant_id = await make_tenant("shared")
+    await seed_shared(stack_env, tenant_id, products=300)
+    before = await checksums(stack_env, tenant_id, "shared")
+    running = migrator_settings(stack_env, migrator_copy_chunk_rows=1, migrator_copy_progress_seconds=0.2)
+    other = migrator_settings(stack_env, migrator_runner_enabled=False)
+    async with serve(create_app(running)) as runner_client, serve(create_app(other)) as other_client:
+        made = await runner_client.post("/v1/migrations", json={"tenant_id": str(tenant_id)})
+        assert made.status_code == 202
+        migration_id = made.json()["id"]
+        deadline = time.monotonic() + 60
+        while True:
+            state = (await other_client.get(f"/v1/migrations/{migration_id}")).json()
+            if state["phase"] == "copy" and (state["progress"].get("tables") or {}).get("products", {}).get(
+                "rows"
+            ):
+                break  # recorded mid-products: the copy's records are going
+            assert state["phase"] in ("provision", "capture", "copy"), state
+            assert time.monotonic() < deadline, "the move never recorded copying products"
+            await asyncio.sleep(0.02)
+        cancel = await other_client.post(f"/v1/migrations/{migration_id}/cancel")
+        assert cancel.status_code == 202, cancel.text
+        done = await wait_for(other_client, migration_id, {"cancelled", "failed", "completed"})
+    assert done["status"] == "cancelled", done
+    assert done["progress"]["tables"]["products"]["rows"] < 300  # it was stopped mid-copy
+    assert (await directory(stack_env, tenant_id))["tenant_type"] == "shared"
+    assert await checksums(stack_env, tenant_id, "shared") == before
+    assert not await _capture_objects(stack_env, "shared")

@@ -265,7 +265,7 @@ class Runner:
                 existing.discard(database)
 
 
-ConnectionRole = Literal["source_reader", "target_reader", "target_writer", "verify_source"]
+ConnectionRole = Literal["source_reader", "target_reader", "target_writer", "source_counter"]
 
 
 def _count_totals(tables: dict[str, Any], totals: dict[str, int]) -> list[str]:
@@ -407,7 +407,7 @@ class Move:
         which inside the freeze would be most of it) and opened again only after one broke."""
         connection = self._connections.get(role)
         if connection is None or connection.is_closed():
-            if role in ("source_reader", "verify_source"):
+            if role in ("source_reader", "source_counter"):
                 connection = await self.source.connect_reader()
             elif role == "target_reader":
                 connection = await self.target.connect_reader()
@@ -628,7 +628,7 @@ class Move:
             moves.install_capture(self.source, self.names),
             *(
                 self._connection(role)
-                for role in ("source_reader", "target_writer", "verify_source", "target_reader")
+                for role in ("source_reader", "target_writer", "source_counter", "target_reader")
             ),
         )
         crash_point("capture", "done")
@@ -642,7 +642,7 @@ class Move:
         counting: asyncio.Task[dict[str, int]] | None = None
         if not tables:
             # The tables' rows are counted (for the progress shown) while the copy begins.
-            counter = await self._connection("verify_source")
+            counter = await self._connection("source_counter")
             counting = asyncio.create_task(moves.count_rows(counter, self.source, TENANT_TABLES))
             tables = {t: {"rows": 0, "total": None, "last_id": None, "done": False} for t in TENANT_TABLES}
             extra["copy_started_at"] = time.time()
