@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -62,32 +63,31 @@ async def _writable(stack_env: dict[str, str], tenant_id: uuid.UUID) -> None:
         await connection.close()
 
 
-@pytest.mark.parametrize("point", POINTS)
-async def test_killed_anywhere_the_move_resumes_and_completes(
-    stack_env: dict[str, str], make_tenant: MakeTenant, tmp_path: Path, point: str
-) -> None:
-    tenant_id = await make_tenant("shared")
-    await seed_shared(stack_env, tenant_id, products=30)
-    doomed = ServiceProcess("migrator", _env(stack_env, MIGRATOR_CRASH_AT=point), tmp_path / "first.log")
+async def _killed_moving(stack_env: dict[str, str], tenant_id: uuid.UUID, tmp_path: Path, **env: str) -> str:
+    """A migrator process (with `env`, a MIGRATOR_CRASH_AT among it) asked to move the tenant, waited
+    for until it SIGKILLed itself; returns the migration id."""
+    doomed = ServiceProcess("migrator", _env(stack_env, **env), tmp_path / "first.log")
     try:
         await doomed.wait_ready()
         async with httpx.AsyncClient(base_url=doomed.url) as client:
             made = await client.post("/v1/migrations", json={"tenant_id": str(tenant_id)})
             assert made.status_code == 202, made.text
-        migration_id = made.json()["id"]
         deadline = time.monotonic() + 60
         while doomed.process.poll() is None:
-            assert time.monotonic() < deadline, f"the migrator never reached {point}"
+            assert time.monotonic() < deadline, f"the migrator never reached {env.get('MIGRATOR_CRASH_AT')}"
             await asyncio.sleep(0.05)
         assert doomed.process.returncode == -9, (tmp_path / "first.log").read_text()[-2000:]
     finally:
         doomed.stop()
+    migration_id: str = made.json()["id"]
+    return migration_id
 
-    if point in UNFENCED:
-        await _writable(stack_env, tenant_id)
-    before = await checksums(stack_env, tenant_id, "shared") if point in UNFENCED else None
 
-    survivor = ServiceProcess("migrator", _env(stack_env), tmp_path / "second.log")
+async def _completed_by_another(
+    stack_env: dict[str, str], migration_id: str, tmp_path: Path, **env: str
+) -> dict[str, Any]:
+    """A second migrator process takes the move up; it completes. Returns the migration."""
+    survivor = ServiceProcess("migrator", _env(stack_env, **env), tmp_path / "second.log")
     try:
         await survivor.wait_ready()
         async with httpx.AsyncClient(base_url=survivor.url) as client:
@@ -95,6 +95,22 @@ async def test_killed_anywhere_the_move_resumes_and_completes(
     finally:
         survivor.stop()
     assert done["status"] == "completed", (done, (tmp_path / "second.log").read_text()[-3000:])
+    return done
+
+
+@pytest.mark.parametrize("point", POINTS)
+async def test_killed_anywhere_the_move_resumes_and_completes(
+    stack_env: dict[str, str], make_tenant: MakeTenant, tmp_path: Path, point: str
+) -> None:
+    tenant_id = await make_tenant("shared")
+    await seed_shared(stack_env, tenant_id, products=30)
+    migration_id = await _killed_moving(stack_env, tenant_id, tmp_path, MIGRATOR_CRASH_AT=point)
+
+    if point in UNFENCED:
+        await _writable(stack_env, tenant_id)
+    before = await checksums(stack_env, tenant_id, "shared") if point in UNFENCED else None
+
+    done = await _completed_by_another(stack_env, migration_id, tmp_path)
     # Killed inside the cutover: the keys changed since the full verification died with that process,
     # so the survivor verified everything again before its freeze.
     assert ("reverified_at" in done["progress"]) == (point in {"cutover:held", "cutover:fenced"})
@@ -130,22 +146,9 @@ async def test_killed_after_progress_was_saved_the_copy_resumes_from_the_saved_k
     # Chunks of 9, each saved: the categories' chunk, then products' 9 and 18 are saved; the kill
     # comes after products' third chunk (rows 19-27) reached the target.
     saving = {"MIGRATOR_COPY_PROGRESS_SECONDS": "0"}
-    doomed = ServiceProcess(
-        "migrator", _env(stack_env, MIGRATOR_CRASH_AT="copy:chunk@4", **saving), tmp_path / "first.log"
+    migration_id = await _killed_moving(
+        stack_env, tenant_id, tmp_path, MIGRATOR_CRASH_AT="copy:chunk@4", **saving
     )
-    try:
-        await doomed.wait_ready()
-        async with httpx.AsyncClient(base_url=doomed.url) as client:
-            made = await client.post("/v1/migrations", json={"tenant_id": str(tenant_id)})
-            assert made.status_code == 202, made.text
-        migration_id = made.json()["id"]
-        deadline = time.monotonic() + 60
-        while doomed.process.poll() is None:
-            assert time.monotonic() < deadline, "the migrator never reached its fourth chunk"
-            await asyncio.sleep(0.05)
-        assert doomed.process.returncode == -9, (tmp_path / "first.log").read_text()[-2000:]
-    finally:
-        doomed.stop()
     platform = await asyncpg.connect(role_url(stack_env, "migrator", "platform"))
     try:
         saved = await platform.fetchval(
@@ -165,14 +168,7 @@ async def test_killed_after_progress_was_saved_the_copy_resumes_from_the_saved_k
     finally:
         await connection.close()
 
-    survivor = ServiceProcess("migrator", _env(stack_env, **saving), tmp_path / "second.log")
-    try:
-        await survivor.wait_ready()
-        async with httpx.AsyncClient(base_url=survivor.url) as client:
-            done = await wait_for(client, migration_id, {"completed", "failed", "cancelled"})
-    finally:
-        survivor.stop()
-    assert done["status"] == "completed", (done, (tmp_path / "second.log").read_text()[-3000:])
+    done = await _completed_by_another(stack_env, migration_id, tmp_path, **saving)
     tables = done["progress"]["tables"]
     assert {table: state["rows"] for table, state in tables.items()} == {
         table: rows for table, (rows, _) in before.items()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from typing import Any
 
 import asyncpg
 from migrator.app import create_app
@@ -23,6 +25,18 @@ from tests.integration.migrator.test_move import _capture_objects
 from tests.integration.tenantdb.conftest import MakeTenant
 from tests.support.apps import serve
 from tests.support.databases import role_url
+
+
+async def _cancelled_mid_copy(
+    stack_env: dict[str, str], tenant_id: uuid.UUID, done: dict[str, Any], before: Any, *, products: int
+) -> None:
+    """The move ended cancelled before its copy of the products was through, and left the tenant as
+    it was: served from shared, the same rows, no capture objects."""
+    assert done["status"] == "cancelled", done
+    assert done["progress"]["tables"]["products"]["rows"] < products  # it was stopped mid-copy
+    assert (await directory(stack_env, tenant_id))["tenant_type"] == "shared"
+    assert await checksums(stack_env, tenant_id, "shared") == before
+    assert not await _capture_objects(stack_env, "shared")
 
 
 async def test_cancel_during_the_copy_leaves_no_trace(
@@ -44,11 +58,7 @@ async def test_cancel_during_the_copy_leaves_no_trace(
         cancel = await client.post(f"/v1/migrations/{migration_id}/cancel")
         assert cancel.status_code == 202, cancel.text
         done = await wait_for(client, migration_id, {"cancelled", "failed", "completed"})
-    assert done["status"] == "cancelled", done
-    assert done["progress"]["tables"]["products"]["rows"] < 120  # it was stopped mid-copy
-    assert (await directory(stack_env, tenant_id))["tenant_type"] == "shared"
-    assert await checksums(stack_env, tenant_id, "shared") == before
-    assert not await _capture_objects(stack_env, "shared")
+    await _cancelled_mid_copy(stack_env, tenant_id, done, before, products=120)
     admin = await asyncpg.connect(stack_env["ADMIN_DATABASE_URL"])
     try:
         assert not await admin.fetchval(
@@ -137,8 +147,4 @@ async def test_a_cancel_through_another_replica_stops_the_copy_at_its_next_progr
         cancel = await other_client.post(f"/v1/migrations/{migration_id}/cancel")
         assert cancel.status_code == 202, cancel.text
         done = await wait_for(other_client, migration_id, {"cancelled", "failed", "completed"})
-    assert done["status"] == "cancelled", done
-    assert done["progress"]["tables"]["products"]["rows"] < 300  # it was stopped mid-copy
-    assert (await directory(stack_env, tenant_id))["tenant_type"] == "shared"
-    assert await checksums(stack_env, tenant_id, "shared") == before
-    assert not await _capture_objects(stack_env, "shared")
+    await _cancelled_mid_copy(stack_env, tenant_id, done, before, products=300)
