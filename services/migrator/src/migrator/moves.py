@@ -26,7 +26,7 @@ import contextlib
 import hashlib
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -276,7 +276,7 @@ async def _write_rows(
     return int(status.split()[-1])
 
 
-def stream_digest() -> Any:
+def stream_digest() -> hashlib.blake2b:
     """The hash of a binary COPY stream (header, rows, trailer: the same bytes for the same rows of
     the same column types, in the same order)."""
     return hashlib.blake2b(digest_size=16)
@@ -289,7 +289,7 @@ async def _stream(
     table: str,
     query: str,
     *args: Any,
-    digest: Any = None,
+    digest: hashlib.blake2b,
 ) -> int:
     """COPY out of the source into COPY in on the target at the same time (the target's transaction
     is the caller's): the chunk never sits whole in memory and neither side waits for the other.
@@ -305,8 +305,7 @@ async def _stream(
 
     async def parts() -> AsyncIterator[bytes]:
         while (part := await queue.get()) is not None:
-            if digest is not None:
-                digest.update(part)
+            digest.update(part)
             yield part
 
     producer = asyncio.create_task(produce())
@@ -328,20 +327,6 @@ class Chunk(NamedTuple):
     written: int
     full: bool  # `rows` keys found: more may follow (otherwise this was the table's last chunk)
     digest: bytes = b""  # of the binary COPY stream the target received (chunk_digest reads it back)
-
-
-async def _next_keys(
-    connection: asyncpg.Connection, endpoint: Endpoint, table: str, after: uuid.UUID, rows: int
-) -> tuple[uuid.UUID | None, int]:
-    """The last of the tenant's next `rows` keys after `after` (None: none left), and how many there
-    are: the key range (after, last] of a chunk, walked by key."""
-    found = await connection.fetchrow(
-        f"SELECT {_LAST_ID} AS upper, count(*) AS keys FROM (SELECT id FROM {table} "
-        f"WHERE {endpoint.tenant_filter} AND id > $1 ORDER BY id LIMIT {int(rows)}) chunk",
-        after,
-    )
-    assert found is not None
-    return found["upper"], found["keys"]
 
 
 async def copy_chunk(
@@ -393,10 +378,10 @@ async def chunk_digest(
             output=_feed(digest),
             format="binary",
         )
-    return bytes(digest.digest())
+    return digest.digest()
 
 
-def _feed(digest: Any) -> Any:
+def _feed(digest: hashlib.blake2b) -> Callable[[bytes], Coroutine[Any, Any, None]]:
     async def feed(data: bytes) -> None:
         digest.update(data)
 
@@ -682,7 +667,11 @@ async def delete_tenant_batch(
         # The batch as a key range (after, upper]: its last key found first, then one range scan.
         # (`id IN (subquery)` with no statistics for the tenant yet: the planner expected one row
         # and ran the subquery again for each row it deleted.)
-        upper, _ = await _next_keys(writer, endpoint, table, start, rows)
+        upper: uuid.UUID | None = await writer.fetchval(
+            f"SELECT {_LAST_ID} FROM (SELECT id FROM {table} WHERE {endpoint.tenant_filter} AND id > $1 "
+            f"ORDER BY id LIMIT {int(rows)}) batch",
+            start,
+        )
         if upper is None:
             continue
         status: str = await writer.execute(

@@ -387,9 +387,9 @@ class Move:
         # Keys applied since the full verification: verified again inside the freeze.
         self.unverified: set[tuple[str, uuid.UUID]] = set()
         self.verified_here = False  # `unverified` is complete only after a verification in this run
-        # Tables whose every chunk this process compared with its source range right after copying
-        # it (EarlyVerify): the full verification skips them, and keeps what was applied to them
-        # since in `unverified`.
+        # Tables whose every chunk this process compared with what the copy sent right after
+        # copying it, or counted empty (EarlyVerify): the full verification skips them, and keeps
+        # what was applied to them since in `unverified`.
         self.early_verified: set[str] = set()
         self.early_chunks = 0
         self.row: Row[Any] | None = None
