@@ -597,6 +597,13 @@ async def bootstrap(urls: dict[str, str]) -> str:
                 "PostgreSQL %s is older than %d; the platform expects %d+", version, MIN_MAJOR, MIN_MAJOR
             )
         await _ensure_role(conn, owner.user, owner.password, OWNER_ATTRS)
+        if version_num >= 150000:
+            # The migrator's DDL on live tables lowers its own deadlock_timeout, so that PostgreSQL
+            # cancels a blocking autovacuum before the table's writers have queued long behind it
+            # (services/migrator/README.md, "Capture").
+            await conn.execute(
+                f"GRANT SET ON PARAMETER deadlock_timeout TO {await _quote_ident(conn, owner.user)}"
+            )
         for app in apps:
             if app.user != owner.user:
                 await _ensure_role(conn, app.user, app.password, APP_ATTRS)

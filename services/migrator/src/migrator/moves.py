@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import random
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
@@ -50,9 +51,21 @@ CANONICAL_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle
 # the only plan left is the keyset walk of the (tenant_id, id) index or the primary key; the sorts
 # inside aggregates (string_agg ... ORDER BY) are not affected.
 PLANNER_SETTINGS = {"enable_sort": "off"}
-# DDL on live tables (triggers) waits this long for their locks, then is retried: it never queues
-# every writer of the shared database behind it for longer.
+# DDL of the move's own objects (the change table, the capture function) waits this long for a lock.
 DDL_LOCK_TIMEOUT = "2s"
+# DDL on live tenant tables (the capture's triggers) takes a lock that every writer of the table
+# (CREATE TRIGGER), or every statement (DROP TRIGGER), queues behind while it waits: on the shared
+# database, every tenant's. So it waits at most TABLE_LOCK_TIMEOUT_MS, steps out of the queue and
+# tries again after a pause: other tenants wait at most that long per attempt, however long the
+# blocker holds on. The usual blocker is autovacuum, which PostgreSQL cancels for a waiting lock
+# request only when that request's deadlock check runs, after deadlock_timeout (1 s by default: the
+# shared tables' writers stalled that long, measured). The DDL lowers its own deadlock_timeout below
+# its lock timeout when its role may (superuser, or PostgreSQL 15's GRANT SET ON PARAMETER), so the
+# autovacuum is cancelled within the first attempt.
+TABLE_LOCK_TIMEOUT_MS = 50
+TABLE_DEADLOCK_TIMEOUT_MS = 20
+TABLE_LOCK_ATTEMPTS = 120  # pauses grow to 1 s: about two minutes, then the phase's own retry
+_TABLE_LOCK_FIRST_PAUSE = 0.02
 KINDS: tuple[Literal["w", "u", "d"], ...] = ("w", "u", "d")
 
 
@@ -188,6 +201,38 @@ async def run_ddl(connection: asyncpg.Connection, statements: Iterable[str]) -> 
             await connection.execute(statement)
 
 
+async def may_set(connection: asyncpg.Connection, parameter: str) -> bool:
+    """Whether the connection's role may SET a superuser-context parameter."""
+    try:
+        return bool(await connection.fetchval("SELECT has_parameter_privilege($1, 'SET')", parameter))
+    except asyncpg.UndefinedFunctionError:  # before PostgreSQL 15: superusers only
+        return bool(await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+
+
+async def run_table_ddl(connection: asyncpg.Connection, statements: Sequence[str]) -> int:
+    """`statements` (locking one live table) in one transaction that never keeps the table's other
+    users waiting longer than TABLE_LOCK_TIMEOUT_MS per attempt (see there); returns the attempts."""
+    lower_deadlock_timeout = await may_set(connection, "deadlock_timeout")
+    pause = _TABLE_LOCK_FIRST_PAUSE
+    attempt = 1
+    while True:
+        try:
+            async with connection.transaction():
+                await connection.execute(f"SET LOCAL lock_timeout = '{TABLE_LOCK_TIMEOUT_MS}ms'")
+                if lower_deadlock_timeout:
+                    await connection.execute(f"SET LOCAL deadlock_timeout = '{TABLE_DEADLOCK_TIMEOUT_MS}ms'")
+                for statement in statements:
+                    await connection.execute(statement)
+            return attempt
+        except asyncpg.LockNotAvailableError:
+            if attempt >= TABLE_LOCK_ATTEMPTS:
+                raise
+        # Jittered: two moves' DDL, or a move's and a deployment's, do not retry in step.
+        await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+        pause = min(pause * 2, 1.0)
+        attempt += 1
+
+
 async def install_capture(source: Endpoint, names: ObjectNames) -> None:
     """The change table and function, then each table's triggers in a transaction of its own: a
     transaction holding one tenant table's lock never waits for another's, so it can never be part of
@@ -200,17 +245,24 @@ async def install_capture(source: Endpoint, names: ObjectNames) -> None:
             await run_ddl(connection, capture_setup_ddl(names))
         for table in TENANT_TABLES:
             if not await _table_captured(connection, names, table):
-                await run_ddl(connection, capture_table_ddl(source, names, table))
+                await run_table_ddl(connection, capture_table_ddl(source, names, table))
     finally:
         await connection.close()
 
 
 async def drop_capture(owner_url: str, names: ObjectNames) -> None:
-    """The reverse, one table per transaction for the same reason."""
+    """The reverse, one table per transaction for the same reason; only where a trigger of the
+    migration is left (DROP TRIGGER IF EXISTS still locks the table, every reader out)."""
     connection = await _connect(owner_url)
     try:
+        triggers = {names.trigger(table, kind): table for table in TENANT_TABLES for kind in KINDS}
+        rows = await connection.fetch(
+            "SELECT tgname FROM pg_trigger WHERE tgname = any($1::text[])", list(triggers)
+        )
+        captured = {triggers[row["tgname"]] for row in rows}
         for table in TENANT_TABLES:
-            await run_ddl(connection, drop_table_capture_ddl(names, table))
+            if table in captured:
+                await run_table_ddl(connection, drop_table_capture_ddl(names, table))
         await run_ddl(connection, drop_capture_setup_ddl(names))
     finally:
         await connection.close()
