@@ -358,8 +358,9 @@ async def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
         p99_quiet, p99_during = _p99(quiet), _p99(during)
         _say(
             f"neighbour p99 {p99_quiet * 1000:.1f} ms before, {p99_during * 1000:.1f} ms during the moves "
-            f"({len(during)} operations, {neighbour.errors} errors), {_p99(during_copy) * 1000:.1f} ms "
-            f"during the baseline copies"
+            f"({len(during)} operations, {neighbour.errors} errors, "
+            f"the slowest {max(during, default=0) * 1000:.1f} ms), "
+            f"{_p99(during_copy) * 1000:.1f} ms during the baseline copies"
         )
         measures.append(
             Measure(

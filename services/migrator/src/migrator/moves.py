@@ -33,10 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import asyncpg
+import structlog
 from tenantschema.render import quote_ident
 from tenantschema.tables import TENANT_TABLES, metadata
 
 from migrator.domain import ObjectNames, Variant, migration_id_of
+
+log = structlog.get_logger("migrator.moves")
 
 ZERO_ID = uuid.UUID(int=0)
 # The largest key of a chunk (PostgreSQL 15 has no max(uuid)).
@@ -223,6 +226,8 @@ async def run_table_ddl(connection: asyncpg.Connection, statements: Sequence[str
                     await connection.execute(f"SET LOCAL deadlock_timeout = '{TABLE_DEADLOCK_TIMEOUT_MS}ms'")
                 for statement in statements:
                     await connection.execute(statement)
+            if attempt > 1:
+                log.info("table lock taken after waiting", statement=statements[0][:80], attempts=attempt)
             return attempt
         except asyncpg.LockNotAvailableError:
             if attempt >= TABLE_LOCK_ATTEMPTS:
