@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -141,11 +143,12 @@ async def _baseline_copy(env: Mapping[str, str], tenant_id: uuid.UUID) -> float:
     """COPY ... TO STDOUT into COPY ... FROM STDIN on a fresh dedicated database, table by table."""
     scratch = uuid.uuid4()
     secret = env.get("DEDICATED_PASSWORD_SECRET") or "bench"
-    database = await provision_dedicated(
-        env["ADMIN_DATABASE_URL"], env["OWNER_DATABASE_URL"], scratch, secret
-    )
+    # Where the migrator provisions dedicated databases: this server, or another one.
+    admin_url = env.get("DEDICATED_ADMIN_DATABASE_URL") or env["ADMIN_DATABASE_URL"]
+    owner_url = env.get("DEDICATED_OWNER_DATABASE_URL") or env["OWNER_DATABASE_URL"]
+    database = await provision_dedicated(admin_url, owner_url, scratch, secret)
     source = await asyncpg.connect(libpq_url(with_database(env["OWNER_DATABASE_URL"], "shared")))
-    target = await asyncpg.connect(libpq_url(with_database(env["ADMIN_DATABASE_URL"], database)))
+    target = await asyncpg.connect(libpq_url(with_database(admin_url, database)))
     try:
         started = time.perf_counter()
         for table in TENANT_TABLES:
@@ -181,7 +184,7 @@ async def _baseline_copy(env: Mapping[str, str], tenant_id: uuid.UUID) -> float:
     finally:
         await source.close()
         await target.close()
-        await drop_dedicated(env["ADMIN_DATABASE_URL"], scratch)
+        await drop_dedicated(admin_url, scratch)
 
 
 class Neighbour:
@@ -307,6 +310,22 @@ async def _ready(url: str) -> None:
 
 
 async def run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
+    if os.environ.get("MIGRATOR_BENCH_OTHER_SERVER") != "1":
+        return await _run(selected, env)
+    from devstack.config import load_config
+    from devstack.dedicated_cluster import DedicatedCluster
+
+    state_dir = Path(tempfile.mkdtemp(prefix="bench-dedicated-"))  # as the cross-server tests do
+    cluster = DedicatedCluster(load_config(), port=_free_port(), state_dir=state_dir)
+    _say("dedicated databases on another local server")
+    try:
+        return await _run(selected, {**env, **await asyncio.to_thread(cluster.up)})
+    finally:
+        await asyncio.to_thread(cluster.down)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+async def _run(selected: Sequence[str], env: Mapping[str, str]) -> list[Measure]:
     from datetime import datetime
 
     sizes = [int(s) for s in os.environ.get("MIGRATOR_BENCH_SIZES", "10000,100000").split(",") if s]
