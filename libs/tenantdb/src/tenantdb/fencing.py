@@ -129,6 +129,29 @@ async def unfence(owner_url: str, tenant_id: uuid.UUID) -> None:
         await connection.close()
 
 
+async def lock_directory_row(
+    platform: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    *,
+    lock_timeout: float = STATEMENT_LOCK_TIMEOUT_SECONDS,
+) -> int:
+    """Lock the tenant's directory row inside the caller's transaction (the one that will flip it)
+    and return its placement epoch. Taken before `Cutover.hold`, so that a transaction holding the
+    row (usage updating the tenant's counters, tenancy the tenant) is waited for while the tenant is
+    still served, not inside the freeze; anything that wants the row afterwards waits for the freeze.
+    Waits at most `lock_timeout` seconds (CutoverLockTimeout)."""
+    await platform.execute("SELECT set_config('lock_timeout', $1, true)", _ms(lock_timeout))
+    try:
+        epoch: int | None = await platform.fetchval(
+            "SELECT placement_epoch FROM tenants WHERE id = $1 FOR NO KEY UPDATE", tenant_id
+        )
+    except asyncpg.LockNotAvailableError:
+        raise CutoverLockTimeout(tenant_id, "the directory row", lock_timeout) from None
+    if epoch is None:
+        raise LookupError(f"tenant {tenant_id} does not exist")
+    return epoch
+
+
 async def flip_placement(
     platform: asyncpg.Connection,
     tenant_id: uuid.UUID,

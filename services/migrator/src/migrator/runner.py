@@ -36,7 +36,7 @@ from servicekit.platform import PlatformDB
 from sqlalchemy import Row, func
 from sqlalchemy.engine import make_url
 from tenantdb.errors import CutoverLockTimeout
-from tenantdb.fencing import Cutover, flip_placement
+from tenantdb.fencing import Cutover, flip_placement, lock_directory_row
 from tenantdb.placement import dedicated_database_name
 from tenantschema.tables import TENANT_TABLES
 from tenantschema.urls import libpq_url, with_database
@@ -101,6 +101,21 @@ def _transient(error: BaseException) -> bool:
             CutoverLockTimeout,
         ),
     )
+
+
+async def _together(*steps: Awaitable[Any]) -> list[Any]:
+    """`asyncio.gather`, except that when one step fails the others are cancelled and waited for
+    before the first error is raised: nothing of a failed phase runs on after it (a connection a
+    sibling was still opening would otherwise be stored after the move closed its connections, and
+    kept open for good)."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _database_of(url: str) -> str:
@@ -435,8 +450,12 @@ class Move:
         """The cutover's platform and hold connections, opening from the end of the copy on, while
         the last comparisons, the catch-up and the verification run (once: a connection opened
         twice would be left behind)."""
-        if self._preparing is None or (self._preparing.done() and self._preparing.exception() is not None):
-            self._preparing = asyncio.gather(self._platform_connection(), self._hold_connection())
+        preparing = self._preparing
+        if preparing is None or (preparing.done() and (preparing.cancelled() or preparing.exception())):
+            self._preparing = asyncio.ensure_future(
+                _together(self._platform_connection(), self._hold_connection())
+            )
+        assert self._preparing is not None
         return self._preparing
 
     async def _hold_connection(self) -> asyncpg.Connection:
@@ -624,7 +643,7 @@ class Move:
     async def capture(self) -> None:
         crash_point("capture")
         # The copy's connections are opened meanwhile (a TCP and SCRAM exchange each).
-        await asyncio.gather(
+        await _together(
             moves.install_capture(self.source, self.names),
             *(
                 self._connection(role)
@@ -749,7 +768,7 @@ class Move:
 
     async def verify(self) -> None:
         crash_point("verify")
-        summary, _ = await asyncio.gather(self._verify_all(), self._prepare_cutover())
+        summary, _ = await _together(self._verify_all(), self._prepare_cutover())
         # Into the cutover only if no cancel was asked for meanwhile (the cancel takes the same row).
         async with self.db.unit_of_work() as uow:
             current = await repository.get_migration(uow.connection, self.id, for_update=True)
@@ -884,17 +903,31 @@ class Move:
         """Hold, drain, verify what changed, deliver the source's events, fence, flip, release.
         Returns how long the tenant's writes were held."""
         tenant_id = self.source.tenant_id
-        drain = self.settings.migrator_drain_timeout_seconds
         # Everything the freeze uses is connected before it begins.
         for role in ("source_reader", "target_reader", "target_writer"):
             await self._connection(role)
-        await self._platform_connection()
-        # The epoch the flip will give the tenant, read before the hold (only a move changes it, and
-        # the database allows one active move per tenant): the freeze is shorter by a round trip.
-        async with self.db.unit_of_work(readonly=True) as uow:
-            tenant = await repository.get_tenant(uow.connection, tenant_id)
-        assert tenant is not None
-        epoch = int(tenant.placement_epoch) + 1
+        platform = await self._platform_connection()
+        # The directory row is locked before the hold, in the transaction that will flip it (its
+        # epoch read with it): a transaction that holds the row (usage's batch updating the tenant's
+        # counters, tenancy updating the tenant) is waited for while the tenant is still served. The
+        # flip inside the freeze then waits for nobody; whoever wants the row waits for the freeze.
+        flipping = platform.transaction()
+        await flipping.start()
+        try:
+            epoch = await lock_directory_row(platform, tenant_id) + 1
+            return await self._hold_and_flip(flipping, epoch)
+        except BaseException:
+            if not platform.is_closed() and platform.is_in_transaction():
+                with contextlib.suppress(Exception):
+                    await flipping.rollback()
+            self._forget_broken(platform)
+            raise
+
+    async def _hold_and_flip(self, flipping: asyncpg.transaction.Transaction, epoch: int) -> float:
+        """The freeze: `flipping` (the platform transaction holding the directory row) commits the
+        flip inside it."""
+        tenant_id = self.source.tenant_id
+        drain = self.settings.migrator_drain_timeout_seconds
         hold_connection = await self._hold_connection()
         del self._connections["hold"]  # the hold's own: it closes it, and the next attempt opens one
         async with Cutover.hold(
@@ -940,6 +973,7 @@ class Move:
                 crash_point("cutover", "unfenced")
                 freeze_ms = round((time.monotonic() - frozen_at) * 1000, 1)
                 await self._flip(freeze_ms)
+                await flipping.commit()
             except BaseException:
                 # Not flipped: the source serves on, the target stays closed.
                 with contextlib.suppress(Exception):
@@ -994,6 +1028,10 @@ class Move:
 
     async def cleanup(self) -> None:
         crash_point("cleanup")
+        # The copy's and the cutover's connections are done with: closed before the wait (the
+        # directory's TTL and a margin), or every move waiting for its cleanup held five of them,
+        # and a queue of automatic moves (a slot frees at the flip) ran the server out of slots.
+        await self.close_connections()
         await moves.drop_capture(self.source.owner_url, self.names)
         progress = self.progress
         due = float(progress.get("flipped_at") or 0) + self.settings.migrator_cleanup_delay_seconds

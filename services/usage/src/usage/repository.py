@@ -205,7 +205,7 @@ async def prune_seen(connection: AsyncConnection, *, older_than_days: int, limit
 
 _LOCK_TENANTS = text(
     "SELECT id, status, plan, product_count, monthly_requests FROM tenants "
-    "WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE"
+    "WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"
 )
 
 
@@ -213,7 +213,9 @@ async def lock_tenants(
     connection: AsyncConnection, tenant_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, Row[Any]]:
     """The tenants named (those that exist), their rows locked in id order: the counters and
-    thresholds of one tenant are changed by one transaction at a time."""
+    thresholds of one tenant are changed by one transaction at a time. NO KEY UPDATE, what an
+    UPDATE of non-key columns takes: rows that reference the tenant (a migration requested, a
+    metrics row) may still be inserted meanwhile, which FOR UPDATE would make wait for the batch."""
     if not tenant_ids:
         return {}
     rows = (await connection.execute(_LOCK_TENANTS, {"ids": sorted(tenant_ids)})).all()
@@ -337,7 +339,7 @@ async def roll_month(connection: AsyncConnection, month: date) -> int:
             "WITH due AS (SELECT t2.id, LEAST(:max, COALESCE(m.requests_count, 0)) AS total "
             "FROM tenants AS t2 LEFT JOIN usage_monthly AS m ON m.tenant_id = t2.id AND m.month = :month "
             "WHERE t2.monthly_requests <> LEAST(:max, COALESCE(m.requests_count, 0)) "
-            "ORDER BY t2.id FOR UPDATE OF t2) "
+            "ORDER BY t2.id FOR NO KEY UPDATE OF t2) "
             "UPDATE tenants AS t SET monthly_requests = due.total FROM due WHERE t.id = due.id"
         ),
         {"max": INT32_MAX, "month": month},
