@@ -89,6 +89,20 @@ async def wait_for(
         await asyncio.sleep(0.1)
 
 
+async def move_until_phase(
+    client: httpx.AsyncClient, tenant_id: uuid.UUID, phase: str, *, poll: float = 0.01, timeout: float = 60
+) -> str:
+    """Ask the migrator to move the tenant and wait until the move is in `phase`; the migration id."""
+    made = await client.post("/v1/migrations", json={"tenant_id": str(tenant_id)})
+    assert made.status_code == 202, made.text
+    migration_id: str = made.json()["id"]
+    deadline = time.monotonic() + timeout
+    while (await client.get(f"/v1/migrations/{migration_id}")).json()["phase"] != phase:
+        assert time.monotonic() < deadline, f"the move never reached its {phase}"
+        await asyncio.sleep(poll)
+    return migration_id
+
+
 def endpoint(stack_env: dict[str, str], tenant_id: uuid.UUID, variant: Variant) -> Endpoint:
     database = "shared" if variant == "shared" else dedicated_database_name(tenant_id)
     return Endpoint(

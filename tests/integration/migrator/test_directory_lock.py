@@ -20,6 +20,7 @@ from tests.integration.migrator.conftest import (
     checksums,
     directory,
     migrator_settings,
+    move_until_phase,
     seed_shared,
     wait_for,
 )
@@ -60,13 +61,7 @@ async def test_a_transaction_holding_the_directory_row_is_waited_for_outside_the
         await locking.start()
         await blocker.execute("SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE", tenant_id)
         async with serve(create_app(migrator_settings(stack_env))) as client:
-            made = await client.post("/v1/migrations", json={"tenant_id": str(tenant_id)})
-            assert made.status_code == 202, made.text
-            migration_id = made.json()["id"]
-            deadline = time.monotonic() + 60
-            while (await client.get(f"/v1/migrations/{migration_id}")).json()["phase"] != "cutover":
-                assert time.monotonic() < deadline, "the move never reached its cutover"
-                await asyncio.sleep(0.01)
+            migration_id = await move_until_phase(client, tenant_id, "cutover")
             # The cutover waits for the row now; the tenant's writes must not wait with it.
             released_at = time.monotonic() + _HELD_SECONDS
             while time.monotonic() < released_at:
@@ -115,13 +110,8 @@ async def test_a_move_waiting_for_its_cleanup_holds_no_copy_or_cutover_connectio
     settings = migrator_settings(stack_env, migrator_cleanup_delay_seconds=600)
     started = datetime.now(UTC)
     async with serve(create_app(settings)) as client:
-        made = await client.post("/v1/migrations", json={"tenant_id": str(tenant_id)})
-        assert made.status_code == 202, made.text
-        migration_id = made.json()["id"]
+        migration_id = await move_until_phase(client, tenant_id, "cleanup")
         deadline = time.monotonic() + 60
-        while (await client.get(f"/v1/migrations/{migration_id}")).json()["phase"] != "cleanup":
-            assert time.monotonic() < deadline, "the move never reached its cleanup"
-            await asyncio.sleep(0.02)
         opened: list[str] = ["not looked at yet"]
         while opened and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

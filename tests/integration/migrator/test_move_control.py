@@ -18,6 +18,7 @@ from tests.integration.migrator.conftest import (
     directory,
     endpoint,
     migrator_settings,
+    move_until_phase,
     seed_shared,
     wait_for,
 )
@@ -48,13 +49,7 @@ async def test_cancel_during_the_copy_leaves_no_trace(
     # Progress recorded once a minute: only the cancel's nudge to this process can stop the copy.
     slow = migrator_settings(stack_env, migrator_copy_chunk_rows=1, migrator_copy_progress_seconds=60)
     async with serve(create_app(slow)) as client:
-        made = await client.post("/v1/migrations", json={"tenant_id": str(tenant_id)})
-        assert made.status_code == 202
-        migration_id = made.json()["id"]
-        deadline = time.monotonic() + 60
-        while (await client.get(f"/v1/migrations/{migration_id}")).json()["phase"] != "copy":
-            assert time.monotonic() < deadline, "the move never reached its copy"
-            await asyncio.sleep(0.05)
+        migration_id = await move_until_phase(client, tenant_id, "copy", poll=0.05)
         cancel = await client.post(f"/v1/migrations/{migration_id}/cancel")
         assert cancel.status_code == 202, cancel.text
         done = await wait_for(client, migration_id, {"cancelled", "failed", "completed"})
