@@ -129,6 +129,19 @@ async def unfence(owner_url: str, tenant_id: uuid.UUID) -> None:
         await connection.close()
 
 
+@asynccontextmanager
+async def _directory_row_wait(
+    platform: asyncpg.Connection, tenant_id: uuid.UUID, lock_timeout: float
+) -> AsyncIterator[None]:
+    """Statements on the tenant's directory row that wait at most `lock_timeout` seconds for its lock
+    (CutoverLockTimeout); inside a caller's transaction the timeout holds until that one ends."""
+    await platform.execute("SELECT set_config('lock_timeout', $1, true)", _ms(lock_timeout))
+    try:
+        yield
+    except asyncpg.LockNotAvailableError:
+        raise CutoverLockTimeout(tenant_id, "the directory row", lock_timeout) from None
+
+
 async def lock_directory_row(
     platform: asyncpg.Connection,
     tenant_id: uuid.UUID,
@@ -140,13 +153,10 @@ async def lock_directory_row(
     row (usage updating the tenant's counters, tenancy the tenant) is waited for while the tenant is
     still served, not inside the freeze; anything that wants the row afterwards waits for the freeze.
     Waits at most `lock_timeout` seconds (CutoverLockTimeout)."""
-    await platform.execute("SELECT set_config('lock_timeout', $1, true)", _ms(lock_timeout))
-    try:
+    async with _directory_row_wait(platform, tenant_id, lock_timeout):
         epoch: int | None = await platform.fetchval(
             "SELECT placement_epoch FROM tenants WHERE id = $1 FOR NO KEY UPDATE", tenant_id
         )
-    except asyncpg.LockNotAvailableError:
-        raise CutoverLockTimeout(tenant_id, "the directory row", lock_timeout) from None
     if epoch is None:
         raise LookupError(f"tenant {tenant_id} does not exist")
     return epoch
@@ -165,19 +175,15 @@ async def flip_placement(
     The tenant's row lock (tenancy updating the tenant) is waited on at most `lock_timeout` seconds
     (CutoverLockTimeout). Inside a caller's transaction the timeout holds until that transaction ends.
     """
-    async with platform.transaction():
-        await platform.execute("SELECT set_config('lock_timeout', $1, true)", _ms(lock_timeout))
-        try:
-            epoch: int | None = await platform.fetchval(
-                """UPDATE tenants SET tenant_type = $2, database_name = $3,
-                                      placement_epoch = placement_epoch + 1, updated_at = now()
-                   WHERE id = $1 RETURNING placement_epoch""",
-                tenant_id,
-                tenant_type,
-                database_name,
-            )
-        except asyncpg.LockNotAvailableError:
-            raise CutoverLockTimeout(tenant_id, "the directory row", lock_timeout) from None
+    async with platform.transaction(), _directory_row_wait(platform, tenant_id, lock_timeout):
+        epoch: int | None = await platform.fetchval(
+            """UPDATE tenants SET tenant_type = $2, database_name = $3,
+                                  placement_epoch = placement_epoch + 1, updated_at = now()
+               WHERE id = $1 RETURNING placement_epoch""",
+            tenant_id,
+            tenant_type,
+            database_name,
+        )
     if epoch is None:
         raise LookupError(f"tenant {tenant_id} does not exist")
     return epoch

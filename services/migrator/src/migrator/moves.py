@@ -186,14 +186,14 @@ async def capture_installed(connection: asyncpg.Connection, names: ObjectNames) 
     return bool(await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", names.changes))
 
 
-async def _table_captured(connection: asyncpg.Connection, names: ObjectNames, table: str) -> bool:
-    return bool(
-        await connection.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2))",
-            names.trigger(table, "w"),
-            table,
-        )
+async def _captured_tables(connection: asyncpg.Connection, names: ObjectNames) -> set[str]:
+    """The tenant tables that carry a trigger of the migration (a table's triggers are created and
+    dropped in one transaction: one of them means all)."""
+    triggers = {names.trigger(table, kind): table for table in TENANT_TABLES for kind in KINDS}
+    rows = await connection.fetch(
+        "SELECT tgname FROM pg_trigger WHERE tgname = any($1::text[])", list(triggers)
     )
+    return {triggers[row["tgname"]] for row in rows}
 
 
 async def run_ddl(connection: asyncpg.Connection, statements: Iterable[str]) -> None:
@@ -212,10 +212,14 @@ async def may_set(connection: asyncpg.Connection, parameter: str) -> bool:
         return bool(await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
 
 
-async def run_table_ddl(connection: asyncpg.Connection, statements: Sequence[str]) -> int:
+async def run_table_ddl(
+    connection: asyncpg.Connection, statements: Sequence[str], *, lower_deadlock_timeout: bool | None = None
+) -> int:
     """`statements` (locking one live table) in one transaction that never keeps the table's other
-    users waiting longer than TABLE_LOCK_TIMEOUT_MS per attempt (see there); returns the attempts."""
-    lower_deadlock_timeout = await may_set(connection, "deadlock_timeout")
+    users waiting longer than TABLE_LOCK_TIMEOUT_MS per attempt (see there); returns the attempts.
+    `lower_deadlock_timeout`: whether the role may (asked when not given)."""
+    if lower_deadlock_timeout is None:
+        lower_deadlock_timeout = await may_set(connection, "deadlock_timeout")
     pause = _TABLE_LOCK_FIRST_PAUSE
     attempt = 1
     while True:
@@ -248,9 +252,15 @@ async def install_capture(source: Endpoint, names: ObjectNames) -> None:
     try:
         if not await capture_installed(connection, names):
             await run_ddl(connection, capture_setup_ddl(names))
+        captured = await _captured_tables(connection, names)
+        lower_deadlock_timeout = await may_set(connection, "deadlock_timeout")
         for table in TENANT_TABLES:
-            if not await _table_captured(connection, names, table):
-                await run_table_ddl(connection, capture_table_ddl(source, names, table))
+            if table not in captured:
+                await run_table_ddl(
+                    connection,
+                    capture_table_ddl(source, names, table),
+                    lower_deadlock_timeout=lower_deadlock_timeout,
+                )
     finally:
         await connection.close()
 
@@ -260,14 +270,15 @@ async def drop_capture(owner_url: str, names: ObjectNames) -> None:
     migration is left (DROP TRIGGER IF EXISTS still locks the table, every reader out)."""
     connection = await _connect(owner_url)
     try:
-        triggers = {names.trigger(table, kind): table for table in TENANT_TABLES for kind in KINDS}
-        rows = await connection.fetch(
-            "SELECT tgname FROM pg_trigger WHERE tgname = any($1::text[])", list(triggers)
-        )
-        captured = {triggers[row["tgname"]] for row in rows}
+        captured = await _captured_tables(connection, names)
+        lower_deadlock_timeout = await may_set(connection, "deadlock_timeout")
         for table in TENANT_TABLES:
             if table in captured:
-                await run_table_ddl(connection, drop_table_capture_ddl(names, table))
+                await run_table_ddl(
+                    connection,
+                    drop_table_capture_ddl(names, table),
+                    lower_deadlock_timeout=lower_deadlock_timeout,
+                )
         await run_ddl(connection, drop_capture_setup_ddl(names))
     finally:
         await connection.close()
